@@ -1,0 +1,129 @@
+"""ZeroScope v2 / ModelScope T2V: diffusers' `UNet3DConditionModel` with a CLIP text encoder.
+
+The one place that knows this family's layout: latents are `[batch, 4, frames, H/8, W/8]`,
+spatial transformers are `Transformer2DModel` (`*.attentions.N`), temporal ones are
+`TransformerTemporalModel` (`transformer_in`, `*.temp_attentions.N`), and the target
+rules for the two LoRA paths follow the official MotionDirector `_find_modules_v2`.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from .base import linear_fingerprint
+
+SPATIAL_PARENT = "Transformer2DModel"
+TEMPORAL_PARENT = "TransformerTemporalModel"
+SPATIAL_KEYS = ("attn1", "ff")  # not attn2: cross-attention keeps following the prompt
+TEMPORAL_KEYS = ("attn1", "attn2", "ff")
+
+
+def _linears(module: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """Linear layers under `module` in registration order, seeing through peft wrappers.
+
+    After LoRA injection a target linear is a peft layer holding `base_layer` and
+    `lora_A`/`lora_B` linears of its own; those inner linears are not targets.
+    """
+    skip: list[str] = []
+    for name, child in module.named_modules():
+        if any(name.startswith(prefix) for prefix in skip):
+            continue
+        if hasattr(child, "base_layer") and hasattr(child, "lora_A"):
+            skip.append(name + ".")
+            yield name, child
+        elif isinstance(child, nn.Linear):
+            yield name, child
+
+
+def _targets(unet: nn.Module, parent_class: str, keys: Sequence[str]) -> list[str]:
+    found = []
+    for parent_name, parent in unet.named_modules():
+        if type(parent).__name__ != parent_class:
+            continue
+        for name, _ in _linears(parent):
+            if any(key in name.split(".") for key in keys):
+                found.append(f"{parent_name}.{name}")
+    return found
+
+
+class ZeroScope:
+    """Backbone facts for `UNet3DConditionModel` models (ZeroScope v2, ModelScope T2V)."""
+
+    name = "unet3d"
+    unet_class = "UNet3DConditionModel"
+    frame_dim = 2  # latents are [batch, channels, frames, h, w]
+
+    def matches(self, unet: nn.Module) -> bool:
+        return type(unet).__name__ == self.unet_class
+
+    def spatial_targets(self, unet: nn.Module) -> list[str]:
+        return _targets(unet, SPATIAL_PARENT, SPATIAL_KEYS)
+
+    def temporal_targets(self, unet: nn.Module) -> list[str]:
+        return _targets(unet, TEMPORAL_PARENT, TEMPORAL_KEYS)
+
+    def fingerprint(self, unet: nn.Module) -> str:
+        return linear_fingerprint(self.name, unet, self.spatial_targets(unet) + self.temporal_targets(unet))
+
+    def checkpoint_units(self, unet: nn.Module) -> list[nn.Module]:
+        """Every resnet, temporal convolution and transformer: the modules whose activations dominate memory."""
+        units: list[nn.Module] = [unet.transformer_in]
+        for block in [*unet.down_blocks, unet.mid_block, *unet.up_blocks]:
+            for group in ("resnets", "temp_convs", "attentions", "temp_attentions"):
+                units.extend(getattr(block, group, None) or [])
+        return units
+
+    # --- text -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_prompt(self, tokenizer, text_encoder, prompts: Sequence[str]) -> torch.Tensor:
+        ids = tokenizer(
+            list(prompts),
+            padding="max_length",
+            max_length=tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
+        return text_encoder(ids.to(text_encoder.device))[0]
+
+    # --- latents ----------------------------------------------------------------------------
+    def vae_scale(self, vae) -> int:
+        return 2 ** (len(vae.config.block_out_channels) - 1)
+
+    def latent_shape(self, unet, vae, frames: int, height: int, width: int) -> tuple[int, ...]:
+        s = self.vae_scale(vae)
+        if height % s or width % s:
+            raise ValueError(f"width and height must be multiples of {s}, got {width}x{height}")
+        return (1, unet.config.in_channels, frames, height // s, width // s)
+
+    @torch.no_grad()
+    def frames_to_latents(self, vae, frames: torch.Tensor, generator=None, chunk: int = 8) -> torch.Tensor:
+        pixels = frames.permute(0, 3, 1, 2).to(vae.device, vae.dtype) * 2 - 1  # [F, 3, H, W] in -1..1
+        parts = [
+            vae.encode(pixels[i : i + chunk]).latent_dist.sample(generator)
+            for i in range(0, pixels.shape[0], chunk)
+        ]
+        latents = torch.cat(parts) * vae.config.scaling_factor  # [F, 4, h, w]
+        return latents.permute(1, 0, 2, 3).unsqueeze(0)
+
+    @torch.no_grad()
+    def latents_to_frames(self, vae, latents: torch.Tensor, chunk: int = 8) -> torch.Tensor:
+        flat = latents[0].permute(1, 0, 2, 3) / vae.config.scaling_factor  # [F, 4, h, w]
+        flat = flat.to(vae.device, vae.dtype)
+        parts = [vae.decode(flat[i : i + chunk]).sample.float() for i in range(0, flat.shape[0], chunk)]
+        pixels = torch.cat(parts)  # [F, 3, H, W] in -1..1
+        return (pixels / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu()
+
+    def select_frames(self, latents: torch.Tensor, index) -> torch.Tensor:
+        if isinstance(index, int):
+            index = slice(index, index + 1)
+        return latents[:, :, index]
+
+    def frame_axis(self) -> int:
+        return self.frame_dim
+
+    # --- denoiser ---------------------------------------------------------------------------
+    def predict(self, unet, latents: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        return unet(latents, t, encoder_hidden_states=text, return_dict=False)[0]

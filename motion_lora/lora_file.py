@@ -1,0 +1,93 @@
+"""Adapter files: one adapter per `.safetensors`, with metadata readable without a model.
+
+The metadata says what the file is (kind, rank, alpha, layer count, the fingerprint of
+the model it fits, the training settings) so loaders can refuse a wrong file with a
+clear message before touching a model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .adapters import KINDS, LoraAdapter
+
+FORMAT = "motion_director_lora"
+FORMAT_VERSION = 1
+
+
+class LoraFileError(ValueError):
+    """A file that is not a readable adapter of ours; the message names the file and the fix."""
+
+
+def save_adapter(adapter: LoraAdapter, path: str | Path, overwrite: bool = False) -> Path:
+    """Write `adapter` to `path` (`.safetensors`). Refuses to replace a file unless `overwrite`."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        path = path.with_name(path.name + ".safetensors")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; choose another name or allow overwriting")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "kind": adapter.kind,
+        "rank": str(adapter.rank),
+        "alpha": repr(float(adapter.alpha)),
+        "target_count": str(len(adapter.targets)),
+        "fingerprint": adapter.fingerprint,
+        "name": adapter.name,
+        "training": json.dumps(adapter.training, default=str),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.contiguous() for k, v in adapter.tensors.items()}, str(tmp), metadata=metadata)
+    tmp.replace(path)  # a crash mid-write never leaves half a file under the real name
+    return path
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The parsed metadata of an adapter file, without loading its tensors."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise LoraFileError(f"LoRA file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+    except Exception as e:  # safetensors raises its own error types for corrupt headers
+        raise LoraFileError(f"{path} is not a readable .safetensors file ({e}); re-save or re-download it") from e
+    if meta.get("format") != FORMAT:
+        raise LoraFileError(f"{path} is not a MotionDirector LoRA of this pack (no '{FORMAT}' metadata). "
+                            "For an official MotionDirector checkpoint use the official-checkpoint import.")
+    if int(meta.get("format_version", "0")) > FORMAT_VERSION:
+        raise LoraFileError(f"{path} was written by a newer version of the pack (format "
+                            f"{meta['format_version']}); update the pack to read it")
+    if meta.get("kind") not in KINDS:
+        raise LoraFileError(f"{path} has unknown adapter kind {meta.get('kind')!r}")
+    meta["training"] = json.loads(meta.get("training") or "{}")
+    return meta
+
+
+def load_adapter(path: str | Path) -> LoraAdapter:
+    """Read an adapter file written by `save_adapter`."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    meta = read_metadata(path)
+    tensors = load_file(str(path))
+    adapter = LoraAdapter(
+        kind=meta["kind"],
+        rank=int(meta["rank"]),
+        alpha=float(meta["alpha"]),
+        tensors=tensors,
+        fingerprint=meta.get("fingerprint", ""),
+        training=meta["training"],
+        name=meta.get("name") or path.stem,
+    )
+    if len(adapter.targets) != int(meta.get("target_count", len(adapter.targets))):
+        raise LoraFileError(f"{path} is incomplete: metadata lists {meta['target_count']} layers, "
+                            f"the file holds {len(adapter.targets)}")
+    return adapter

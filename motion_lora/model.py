@@ -1,0 +1,167 @@
+"""The model bundle: one object holding a text-to-video model's parts, loaded offline.
+
+A diffusers folder (`model_index.json`, `unet/`, `vae/`, `text_encoder/`,
+`tokenizer/`, `scheduler/`) becomes a `VideoModel`; nothing is ever fetched from a hub.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .backbones import Backbone, backbone_for, backbone_for_class
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+
+
+class ModelLoadError(ValueError):
+    """A model folder that cannot be loaded; the message names the folder and the fix."""
+
+
+@dataclass
+class VideoModel:
+    """A loaded text-to-video model. The UNet is shared by everything that uses this bundle."""
+
+    unet: nn.Module
+    vae: nn.Module
+    text_encoder: nn.Module
+    tokenizer: object
+    scheduler_config: dict
+    backbone: Backbone
+    source: str = ""  # folder it came from, or "tiny"
+    dtype: torch.dtype = torch.float32
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies which adapters fit this model (layer names and shapes)."""
+        return self.backbone.fingerprint(self.unet)
+
+    def encode_prompt(self, prompts: str | Sequence[str]) -> torch.Tensor:
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        return self.backbone.encode_prompt(self.tokenizer, self.text_encoder, prompts).to(self.device, self.dtype)
+
+    def encode_frames(self, frames: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """`[F, H, W, 3]` frames in 0..1 -> latents of one clip in the backbone's layout."""
+        return self.backbone.frames_to_latents(self.vae, frames, generator)
+
+    def decode_latents(self, latents: torch.Tensor, chunk: int = 8) -> torch.Tensor:
+        """Latents of one clip -> float frames `[F, H, W, 3]` in 0..1 on the CPU."""
+        return self.backbone.latents_to_frames(self.vae, latents, chunk)
+
+    def to(self, device: str | torch.device | None = None) -> "VideoModel":
+        for part in (self.unet, self.vae, self.text_encoder):
+            part.to(device)
+        return self
+
+    def save(self, folder: str | Path) -> Path:
+        """Write a diffusers folder that `load_model` reads back."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.unet.save_pretrained(folder / "unet", safe_serialization=True)
+        self.vae.save_pretrained(folder / "vae", safe_serialization=True)
+        self.text_encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
+        self.tokenizer.save_pretrained(folder / "tokenizer")
+        (folder / "scheduler").mkdir(exist_ok=True)
+        (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(self.scheduler_config, indent=2))
+        index = {
+            "_class_name": "TextToVideoSDPipeline",
+            "_diffusers_version": _diffusers_version(),
+            "scheduler": ["diffusers", self.scheduler_config.get("_class_name", "DDIMScheduler")],
+            "text_encoder": ["transformers", type(self.text_encoder).__name__],
+            "tokenizer": ["transformers", "CLIPTokenizer"],
+            "unet": ["diffusers", type(self.unet).__name__],
+            "vae": ["diffusers", type(self.vae).__name__],
+        }
+        (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+        return folder
+
+
+def _diffusers_version() -> str:
+    import diffusers
+
+    return diffusers.__version__
+
+
+def read_model_index(folder: str | Path) -> dict:
+    """The parsed `model_index.json` of a diffusers folder, or a ModelLoadError that says what is wrong."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelLoadError(f"model folder not found: {folder}. Put a diffusers text-to-video model there "
+                             "(for example ZeroScope v2 under ComfyUI/models/diffusers/zeroscope_v2_576w).")
+    index_file = folder / "model_index.json"
+    if not index_file.is_file():
+        raise ModelLoadError(f"{folder} has no model_index.json: it is not a diffusers model folder. "
+                             "Download the whole repository folder, not single weight files.")
+    try:
+        return json.loads(index_file.read_text())
+    except json.JSONDecodeError as e:
+        raise ModelLoadError(f"{index_file} is not valid JSON ({e}); re-download the model.") from e
+
+
+def is_video_model_folder(folder: str | Path) -> bool:
+    """True if the folder holds a diffusers model whose denoiser a backbone here supports."""
+    try:
+        index = read_model_index(folder)
+    except ModelLoadError:
+        return False
+    unet = index.get("unet") or [None, None]
+    return backbone_for_class(unet[1]) is not None
+
+
+def load_model(folder: str | Path, dtype: str | torch.dtype = "fp16", device: str | torch.device = "cpu") -> VideoModel:
+    """Load a diffusers text-to-video folder fully offline into a `VideoModel`.
+
+    `dtype` is one of fp32 / fp16 / bf16 (or a torch dtype); the VAE and text encoder
+    take the same dtype. Weights are read from safetensors; a `.bin` only with
+    weights-only unpickling (transformers' and diffusers' default for local files).
+    """
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    folder = Path(folder)
+    dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
+    index = read_model_index(folder)
+    unet_entry = index.get("unet") or [None, None]
+    backbone = backbone_for_class(unet_entry[1])
+    if backbone is None:
+        raise ModelLoadError(
+            f"{folder} is a {index.get('_class_name', 'unknown')} model with denoiser {unet_entry[1]}: not a "
+            "supported text-to-video model. Use ZeroScope v2 or ModelScope T2V (UNet3DConditionModel)."
+        )
+    missing = [c for c in COMPONENTS if not (folder / c).is_dir()]
+    if missing:
+        raise ModelLoadError(f"{folder} lacks {', '.join(missing)}: download the complete model folder.")
+
+    from diffusers import UNet3DConditionModel  # the only family so far; later ones import their own class
+
+    try:
+        opts = dict(local_files_only=True, torch_dtype=dtype)
+        unet = UNet3DConditionModel.from_pretrained(folder, subfolder="unet", **opts)
+        vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **opts)
+        text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", local_files_only=True)
+        tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise ModelLoadError(f"could not load {folder}: {e}") from e
+    scheduler_file = folder / "scheduler" / "scheduler_config.json"
+    if not scheduler_file.is_file():
+        raise ModelLoadError(f"{folder}/scheduler has no scheduler_config.json: download the complete model folder.")
+    scheduler_config = json.loads(scheduler_file.read_text())
+
+    text_encoder.to(dtype=dtype)
+    for part in (unet, vae, text_encoder):
+        part.requires_grad_(False).eval().to(device)
+    model = VideoModel(unet, vae, text_encoder, tokenizer, scheduler_config, backbone, str(folder), dtype)
+    backbone_for(unet)  # the weights agree with what model_index.json announced
+    return model
