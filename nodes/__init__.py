@@ -1,0 +1,15 @@
+"""The pack's ComfyUI nodes: thin wrappers that turn inputs into one `motion_lora` call.
+
+Node modules import without ComfyUI and without diffusers/transformers/peft; those load
+when a node first runs. ComfyUI specifics live in `comfy.py` only.
+"""
+
+from . import comfy, model_nodes
+
+comfy.register_lora_folder()
+
+NODE_CLASS_MAPPINGS: dict = {}
+NODE_DISPLAY_NAME_MAPPINGS: dict = {}
+for _module in (model_nodes,):
+    NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
+    NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)
