@@ -9,7 +9,8 @@ at (at most) the pixel budget `width * height`: the ideal size `sqrt(budget * as
 sqrt(budget / aspect)` is rounded side by side to the nearest multiple of 64 (at least 64),
 and while that exceeds the budget the side that was rounded up the most loses 64. E.g. a
 576x320 clip with a 384x384 budget trains at 512x256; a 1920x1080 one too; a square one at
-384x384. The small remaining difference in aspect is center-cropped.
+384x384. The small remaining difference in aspect is center-cropped. `width = height = None` keeps
+the source size (which must then be a multiple of 8).
 
 Resizing is opencv's on numpy frames (uint8 from files, float32 from memory): `INTER_AREA`
 when shrinking (antialiased), `INTER_LINEAR` when enlarging, the same rule for every source.
@@ -67,14 +68,17 @@ class Clip:
 
 
 def _check_size(width: int | None, height: int | None, bucket: bool, what: str) -> None:
+    if (width is None) != (height is None) or (bucket and width is None):
+        raise DataError(f"{what}: give both width and height" + ("" if bucket else " (or neither, to keep the frames' size)")
+                        + f", got width={width}, height={height}")
     multiple = BUCKET_MULTIPLE if bucket else 8
     for name, value in (("width", width), ("height", height)):
-        if value is None and not bucket:
+        if value is None:
             continue
-        if value is None or int(value) != value or value < multiple or value % multiple:
+        if int(value) != value or value < multiple or value % multiple:
             hint = " (bucketing needs multiples of 64)" if bucket else " (the VAE downsamples by 8)"
             raise DataError(f"{what}: {name} must be a positive multiple of {multiple}{hint}, got {value}; "
-                            f"use e.g. {max(multiple, round((value or 0) / multiple) * multiple)}")
+                            f"use e.g. {max(multiple, round(value / multiple) * multiple)}")
 
 
 def _check_sampling(num_frames: int, start: int, stride: int, fps: float | None, what: str) -> None:
@@ -127,10 +131,15 @@ def bucket_size(width: int, height: int, budget_width: int, budget_height: int) 
     return w, h
 
 
-def _target_size(src_w: int, src_h: int, width: int | None, height: int | None, bucket: bool) -> tuple[int, int]:
+def _target_size(src_w: int, src_h: int, width: int | None, height: int | None, bucket: bool, what: str) -> tuple[int, int]:
+    """The size frames are fitted to; width/height None keep the source size, which must then suit the VAE."""
     if bucket:
         return bucket_size(src_w, src_h, width, height)
-    return (width or src_w), (height or src_h)
+    if width is None:
+        if src_w % 8 or src_h % 8:
+            raise DataError(f"{what}: frames are {src_w}x{src_h}, not multiples of 8; set width and height to resize them")
+        return src_w, src_h
+    return int(width), int(height)
 
 
 def fit_frame(frame: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -150,11 +159,9 @@ def fit_frame(frame: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def _to_tensor(frames: list[np.ndarray]) -> torch.Tensor:
-    """A list of fitted `[H, W, 3]` frames -> a fresh float32 `[F, H, W, 3]` tensor in 0..1."""
-    stacked = np.stack(frames)
-    if stacked.dtype == np.uint8:
-        return torch.from_numpy(stacked).float().div_(255.0)
-    return torch.from_numpy(np.ascontiguousarray(stacked, dtype=np.float32)).clamp_(0.0, 1.0)
+    """Fitted `[H, W, 3]` frames (uint8 or float32, even mixed) -> a fresh float32 `[F, H, W, 3]` tensor in 0..1."""
+    floats = [f.astype(np.float32) / 255.0 if f.dtype == np.uint8 else f for f in frames]
+    return torch.from_numpy(np.stack(floats).astype(np.float32, copy=False)).clamp_(0.0, 1.0)
 
 
 # ----------------------------------------------------------------------------- in-memory frames
@@ -172,9 +179,9 @@ def _as_frame_list(frames, what: str) -> list[np.ndarray]:
         for item in frames:
             out.extend(_as_frame_list(item, what))
         return out
-    if isinstance(frames, torch.Tensor):
-        with torch.inference_mode(False):  # numpy() of an inference tensor is fine; a detached CPU copy
-            array = frames.detach().to("cpu").numpy()
+    if isinstance(frames, torch.Tensor):  # also inference-mode tensors: the clip gets its own copy in the end
+        frames = frames.detach().to("cpu")
+        array = (frames.float() if frames.is_floating_point() else frames).numpy()  # numpy has no bfloat16
     else:
         array = np.asarray(frames)
     if array.ndim == 3:
@@ -229,14 +236,11 @@ def clip_from_frames(
             raise _too_few_frames(what, len(frame_list), num_frames, start, stride)
     picked = [frame_list[i] for i in indices]
     sizes = {f.shape[:2] for f in picked}
-    resize = width is not None and height is not None
-    if len(sizes) > 1 and not (resize or bucket):
+    if len(sizes) > 1 and width is None:
         raise DataError(f"{what}: frames have different sizes {sorted((w, h) for h, w in sizes)} (W, H) and no "
                         "width/height was given to resize them to; set width and height")
     src_h, src_w = picked[0].shape[:2]
-    target = _target_size(src_w, src_h, width, height, bucket)
-    if not resize and not bucket and (target[0] % 8 or target[1] % 8):
-        raise DataError(f"{what}: frames are {src_w}x{src_h}, not multiples of 8; set width and height to resize them")
+    target = _target_size(src_w, src_h, width, height, bucket, what)
     fitted = [fit_frame(f, *target) for f in picked]
     clip_fps = None if fps is None else float(fps) / stride
     return Clip(frames=_to_tensor(fitted), prompt=prompt, source=source, fps=clip_fps)
@@ -253,8 +257,8 @@ def load_video(
     start: int = 0,
     stride: int = 1,
     fps: float | None = None,
-    width: int = 384,
-    height: int = 384,
+    width: int | None = 384,
+    height: int | None = 384,
     bucket: bool = False,
 ) -> Clip:
     """A clip from a video file. A target `fps` overrides `stride` (stride = round(source fps / fps), at
@@ -273,7 +277,7 @@ def load_video(
         for index, frame in reader.frames(indices):
             last_seen = index
             if target is None:
-                target = _target_size(frame.shape[1], frame.shape[0], width, height, bucket)
+                target = _target_size(frame.shape[1], frame.shape[0], width, height, bucket, what)
             fitted.append(fit_frame(frame, *target))
         if len(fitted) < num_frames:
             if last_seen < 0 and start == 0:
@@ -303,7 +307,7 @@ def load_image(path, *, prompt: str = "", width: int = 384, height: int = 384, b
             array = np.asarray(ImageOps.exif_transpose(image).convert("RGB"), dtype=np.uint8)
     except Exception as e:  # Pillow raises several error types for bad files
         raise DataError(f"cannot read image {path} ({e}); the file is corrupt or not an image, replace or remove it") from e
-    target = _target_size(array.shape[1], array.shape[0], width, height, bucket)
+    target = _target_size(array.shape[1], array.shape[0], width, height, bucket, what)
     return Clip(frames=_to_tensor([fit_frame(array, *target)]), prompt=prompt, source=str(path), fps=None)
 
 

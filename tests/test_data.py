@@ -198,8 +198,11 @@ def test_single_images_in_memory():
     assert grey.frames.shape == (2, 32, 32, 3)
     kept = clip_from_frames(torch.rand(1, 40, 24, 3), width=None, height=None)
     assert kept.size == (24, 40)
-    mixed = clip_from_frames([torch.rand(40, 24, 3), torch.rand(64, 64, 3)], num_frames=2, width=32, height=32)
-    assert mixed.frames.shape == (2, 32, 32, 3)
+    mixed = clip_from_frames([torch.rand(40, 24, 3), torch.full((64, 64, 3), 255, dtype=torch.uint8)], num_frames=2,
+                             width=32, height=32)
+    assert mixed.frames.shape == (2, 32, 32, 3) and torch.equal(mixed.frames[1], torch.ones(32, 32, 3))
+    half = clip_from_frames(torch.full((2, 32, 32, 3), 0.5, dtype=torch.bfloat16), num_frames=2, width=32, height=32)
+    assert half.frames.dtype == torch.float32 and torch.allclose(half.frames, torch.full_like(half.frames, 0.5))
 
 
 def test_inference_mode_tensors_are_copied_out():
@@ -247,6 +250,7 @@ def test_empty_folders(tmp_path):
         (dict(width=100), "width must be a positive multiple of 8.*got 100"),
         (dict(height=0), "height must be a positive multiple of 8"),
         (dict(width=96, bucket=True), "multiple of 64.*got 96"),
+        (dict(width=None), "give both width and height"),
         (dict(num_frames=0), "num_frames must be at least 1"),
         (dict(stride=0), "stride must be at least 1"),
         (dict(start=-1), "start must be"),
