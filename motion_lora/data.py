@@ -34,11 +34,13 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "bucket_size",
     "clip_from_frames",
+    "fit_frame",
     "load_clips",
     "load_image",
     "load_image_folder",
     "load_video",
     "load_video_folder",
+    "stride_for_fps",
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
