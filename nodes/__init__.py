@@ -4,12 +4,12 @@ Node modules import without ComfyUI and without diffusers/transformers/peft; tho
 when a node first runs. ComfyUI specifics live in `comfy.py` only.
 """
 
-from . import comfy, model_nodes
+from . import apply_nodes, clip_nodes, comfy, lora_nodes, model_nodes, sample_node, train_node
 
 comfy.register_lora_folder()
 
 NODE_CLASS_MAPPINGS: dict = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict = {}
-for _module in (model_nodes,):
+for _module in (model_nodes, clip_nodes, train_node, lora_nodes, apply_nodes, sample_node):
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)

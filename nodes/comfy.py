@@ -129,7 +129,8 @@ class Progress:
         self.bar = utils.ProgressBar(total) if utils is not None else None
         self.total = total
 
-    def update(self, step: int, preview_frames=None) -> None:
+    def update(self, step: int, total: int | None = None, preview_frames=None) -> None:
+        self.total = total or self.total
         if self.bar is None:
             return
         preview = ("JPEG", to_pil(preview_frames), 512) if preview_frames is not None else None
@@ -144,3 +145,11 @@ def to_pil(frames):
     frame = frames[frames.shape[0] // 2] if frames.dim() == 4 else frames
     array = (frame.detach().float().clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
     return Image.fromarray(array)
+
+
+def input_dir() -> Path:
+    """ComfyUI's input folder (where uploads go), or the working folder without ComfyUI."""
+    fp = _folder_paths()
+    if fp is not None:
+        return Path(fp.get_input_directory())
+    return Path.cwd()

@@ -70,7 +70,7 @@ class LoadModel:
         # ComfyUI runs nodes under inference mode; weights created there could never take part
         # in a training step's backward pass, so the model is built outside it.
         with torch.inference_mode(False):
-            if model_name.startswith("tiny"):
+            if model_name == TINY_NAME:
                 from motion_lora.tiny import build_tiny_model
 
                 model = build_tiny_model(seed=0, dtype=dtype, device=device)

@@ -1,0 +1,466 @@
+"""The ComfyUI nodes without ComfyUI: specs are valid, every node runs on the tiny model the way
+ComfyUI calls it (keyword arguments, under torch.inference_mode(), inference-mode IMAGE tensors),
+Apply nodes never change the handle they get, bad input gives clear errors, Cancel saves a checkpoint.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+import textwrap
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT, synthetic_clip
+
+PACK_NAME = "comfyui_motiondirector_under_test"
+
+
+def load_pack():
+    """Import the pack the way ComfyUI's load_custom_node does: its folder's __init__.py as a package."""
+    if PACK_NAME in sys.modules:
+        return sys.modules[PACK_NAME]
+    spec = importlib.util.spec_from_file_location(PACK_NAME, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACK_NAME] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+PACK = load_pack()
+NODES = PACK.NODE_CLASS_MAPPINGS
+comfy_bridge = sys.modules[f"{PACK_NAME}.nodes.comfy"]
+
+
+@pytest.fixture(autouse=True)
+def models_dir(tmp_path, monkeypatch) -> Path:
+    """Every test gets its own empty models folder (no ComfyUI: the env variable decides)."""
+    monkeypatch.setenv("MOTION_DIRECTOR_MODELS", str(tmp_path / "models"))
+    return tmp_path / "models"
+
+
+def spec_of(node_id: str) -> dict:
+    spec = NODES[node_id].INPUT_TYPES()
+    return {**spec.get("required", {}), **spec.get("optional", {})}
+
+
+def run(node_id: str, **inputs):
+    """Call a node as ComfyUI does: every widget value passed (defaults for those not given), under inference mode."""
+    cls = NODES[node_id]
+    for name, (kind, options) in cls.INPUT_TYPES()["required"].items():
+        if name not in inputs and "default" in options:
+            inputs[name] = options["default"]
+        elif name not in inputs and isinstance(kind, list):
+            inputs[name] = kind[0]
+    with torch.inference_mode():
+        return getattr(cls(), cls.FUNCTION)(**inputs)
+
+
+def inference_frames(frames: int = 4, size: int = 64, seed: int = 0) -> torch.Tensor:
+    with torch.inference_mode():
+        return synthetic_clip(frames, size, size, seed).clone()
+
+
+def random_adapter(model, kind: str, rank: int = 4, scale: float = 0.5, seed: int = 0):
+    """An adapter for the tiny model with weights large enough to change its output visibly."""
+    from motion_lora.adapters import LoraAdapter, targets_for
+
+    g = torch.Generator().manual_seed(seed)
+    modules = dict(model.unet.named_modules())
+    tensors = {}
+    for target in targets_for(model.unet, model.backbone, kind):
+        layer = getattr(modules[target], "base_layer", modules[target])
+        tensors[f"{target}.lora_A.weight"] = torch.randn(rank, layer.in_features, generator=g) * scale
+        tensors[f"{target}.lora_B.weight"] = torch.randn(layer.out_features, rank, generator=g) * scale
+    return LoraAdapter(kind, rank, float(rank), tensors, fingerprint=model.fingerprint, name=f"random {kind}")
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    """The tiny model through Load Model (shared: nodes must never change it)."""
+    with torch.inference_mode():
+        (handle,) = NODES["MotionDirectorLoadModel"]().load(model_name="tiny (built-in test model, no weights)",
+                                                            dtype="auto")
+    return handle
+
+
+def sample(handle, seed: int = 0, **options):
+    options = {"prompt": "a car is turning", "width": 64, "height": 64, "frames": 2, "steps": 1, "cfg": 7.0,
+               "seed": seed, **options}
+    frames, fps = run("MotionDirectorSample", model=handle, **options)
+    return frames
+
+
+# --- specs ----------------------------------------------------------------------------------
+
+
+def _check_input(node_id: str, name: str, spec: tuple) -> None:
+    where = f"{node_id}.{name}"
+    assert isinstance(spec, tuple) and 1 <= len(spec) <= 2, where
+    kind, options = spec[0], (spec[1] if len(spec) > 1 else {})
+    assert options.get("tooltip"), f"{where} has no tooltip"
+    if isinstance(kind, list):
+        assert kind, f"{where}: empty combo"
+        assert all(isinstance(v, str) for v in kind), where
+        if "default" in options:
+            assert options["default"] in kind, where
+        return
+    assert isinstance(kind, str) and kind == kind.upper(), f"{where}: type {kind!r}"
+    if kind in ("INT", "FLOAT") and not options.get("forceInput"):
+        assert "default" in options, f"{where} has no default"
+        assert options.get("min", -float("inf")) <= options["default"] <= options.get("max", float("inf")), where
+        if kind == "INT":
+            assert all(isinstance(options[k], int) for k in ("default", "min", "max") if k in options), where
+    if kind == "BOOLEAN":
+        assert isinstance(options.get("default"), bool), where
+    if kind == "STRING":
+        assert isinstance(options.get("default", ""), str), where
+
+
+@pytest.mark.parametrize("node_id", sorted(NODES))
+def test_node_spec_is_valid(node_id):
+    cls = NODES[node_id]
+    assert node_id.startswith("MotionDirector")
+    assert PACK.NODE_DISPLAY_NAME_MAPPINGS[node_id].startswith("MotionDirector ")
+    assert cls.CATEGORY.split("/")[0] == "MotionDirector"
+    assert cls.DESCRIPTION
+    assert callable(getattr(cls, cls.FUNCTION))
+    spec = cls.INPUT_TYPES()
+    assert set(spec) <= {"required", "optional", "hidden"} and spec["required"]
+    for section in ("required", "optional"):
+        for name, input_spec in spec.get(section, {}).items():
+            _check_input(node_id, name, input_spec)
+    assert isinstance(cls.RETURN_TYPES, tuple) and all(isinstance(t, str) for t in cls.RETURN_TYPES)
+    assert len(cls.RETURN_NAMES) == len(cls.RETURN_TYPES) == len(cls.OUTPUT_TOOLTIPS)
+    assert all(cls.OUTPUT_TOOLTIPS)
+
+
+def test_combos_follow_the_library():
+    from motion_lora.sampling import SCHEDULERS
+    from motion_lora.tiny import TINY_NAME
+    from motion_lora.training import RECIPES
+
+    assert spec_of("MotionDirectorSample")["scheduler"][0] == list(SCHEDULERS)
+    assert spec_of("MotionDirectorTrain")["recipe"][0] == list(RECIPES)
+    assert TINY_NAME in spec_of("MotionDirectorLoadModel")["model_name"][0] and TINY_NAME.startswith("tiny")
+
+
+def test_seed_widgets():
+    """Sampling seeds advance after each queue (ComfyUI's control-after-generate); training's must not, or
+    re-queueing an unchanged graph would retrain. Train has no IS_CHANGED so ComfyUI caches it by its inputs."""
+    assert spec_of("MotionDirectorSample")["seed"][1]["control_after_generate"] is True
+    assert "control_after_generate" not in spec_of("MotionDirectorTrain")["seed"][1]
+    assert not hasattr(NODES["MotionDirectorTrain"], "IS_CHANGED")
+
+
+def test_pack_imports_fast_without_heavy_libraries():
+    code = textwrap.dedent(f"""
+        import importlib.util, sys, time
+        t = time.time()
+        spec = importlib.util.spec_from_file_location("md_pack", {str(ROOT / '__init__.py')!r},
+                                                      submodule_search_locations=[{str(ROOT)!r}])
+        module = importlib.util.module_from_spec(spec); sys.modules["md_pack"] = module; spec.loader.exec_module(module)
+        heavy = sorted({{m.split(".")[0] for m in sys.modules}} & {{"torch", "diffusers", "transformers", "peft"}})
+        print(time.time() - t, len(module.NODE_CLASS_MAPPINGS), ",".join(heavy) or "-")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/")
+    seconds, count, heavy = out.stdout.split()
+    assert float(seconds) < 1.0 and int(count) == len(NODES) and heavy == "-"
+
+
+# --- load model ------------------------------------------------------------------------------
+
+
+def test_load_model_lists_and_loads_diffusers_folders(models_dir, tiny_model_dir):
+    (models_dir / "diffusers").mkdir(parents=True)
+    (models_dir / "diffusers" / "tiny_t2v").symlink_to(tiny_model_dir)
+    (models_dir / "diffusers" / "not_a_model").mkdir()
+    names = spec_of("MotionDirectorLoadModel")["model_name"][0]
+    assert "tiny_t2v" in names and "not_a_model" not in names
+    (handle,) = run("MotionDirectorLoadModel", model_name="tiny_t2v", dtype="fp32")
+    assert handle.model.source.endswith("tiny_t2v") and handle.adapters == ()
+    assert not next(handle.model.unet.parameters()).is_inference()  # trainable later
+    with pytest.raises(ValueError, match="not found"):
+        run("MotionDirectorLoadModel", model_name="zeroscope_v2_576w")
+
+
+# --- clips -----------------------------------------------------------------------------------
+
+
+def test_clip_from_frames_chains_and_previews():
+    frames = inference_frames(8, 96)
+    clips, preview = run("MotionDirectorClipFromFrames", frames=frames, prompt="a square moves", num_frames=4,
+                         stride=2, width=64, height=64)
+    assert len(clips) == 1 and clips[0].frames.shape == (4, 64, 64, 3) and clips[0].prompt == "a square moves"
+    assert preview.shape == (4, 64, 64, 3) and torch.equal(preview, clips[0].frames)
+    clips2, preview2 = run("MotionDirectorClipFromFrames", frames=frames, prompt="again", num_frames=2,
+                           target_fps=4.0, video_fps=8.0, width=64, height=64, previous_clips=clips)
+    assert [c.prompt for c in clips2] == ["a square moves", "again"] and len(clips) == 1
+    assert preview2.shape[0] == 2 and clips2[1].fps == 4.0
+    with pytest.raises(ValueError, match="video_fps"):
+        run("MotionDirectorClipFromFrames", frames=frames, prompt="", target_fps=4.0)
+    with pytest.raises(ValueError, match="only 8 frames"):
+        run("MotionDirectorClipFromFrames", frames=frames, prompt="", num_frames=16)
+
+
+def test_clips_from_images_and_path(tmp_path):
+    from motion_lora.video_io import write_video
+
+    images = inference_frames(2, 64)
+    clips, preview = run("MotionDirectorClipsFromImages", images=images, prompt="a red square", width=64, height=64)
+    assert [c.num_frames for c in clips] == [1, 1] and preview.shape == (2, 64, 64, 3)
+    write_video(synthetic_clip(6, 64, 64), tmp_path / "clips" / "a.mp4", fps=8)
+    (tmp_path / "clips" / "a.txt").write_text("a square slides right")
+    clips, preview = run("MotionDirectorClipsFromPath", path=str(tmp_path / "clips"), prompt="fallback",
+                         num_frames=4, width=64, height=64, previous_clips=clips)
+    assert [c.prompt for c in clips] == ["a red square", "a red square", "a square slides right"]
+    assert preview.shape == (4, 64, 64, 3)
+    stamp = NODES["MotionDirectorClipsFromPath"].IS_CHANGED(path=str(tmp_path / "clips"))
+    assert stamp == NODES["MotionDirectorClipsFromPath"].IS_CHANGED(path=str(tmp_path / "clips"))  # cache holds
+    with pytest.raises(ValueError, match="path is empty"):
+        run("MotionDirectorClipsFromPath", path=" ", prompt="")
+
+
+# --- train, save, load -----------------------------------------------------------------------
+
+TRAIN = dict(steps=2, rank=4, checkpoint_every=1)
+
+
+@pytest.fixture(scope="module")
+def trained(loaded, tmp_path_factory):
+    """One short run through the Train node, saved in its own models folder."""
+    import os
+
+    models = tmp_path_factory.mktemp("trained_models")
+    old = os.environ.get("MOTION_DIRECTOR_MODELS")
+    os.environ["MOTION_DIRECTOR_MODELS"] = str(models)
+    try:
+        clips, _ = run("MotionDirectorClipFromFrames", frames=inference_frames(4), prompt="a square moves",
+                       num_frames=4, width=64, height=64)
+        outputs = run("MotionDirectorTrain", model=loaded, clips=clips, run_name="square", **TRAIN)
+    finally:
+        if old is None:
+            del os.environ["MOTION_DIRECTOR_MODELS"]
+        else:
+            os.environ["MOTION_DIRECTOR_MODELS"] = old
+    return models, outputs
+
+
+def test_train_outputs_both_loras_and_a_loss_curve(trained, loaded):
+    from motion_lora.adapters import LoraAdapter
+
+    models, (motion, appearance, curve, run_folder) = trained
+    assert isinstance(motion, LoraAdapter) and motion.kind == "temporal" and motion.rank == 4
+    assert isinstance(appearance, LoraAdapter) and appearance.kind == "spatial"
+    assert curve.dim() == 4 and curve.shape[0] == 1 and curve.shape[-1] == 3 and 0 <= curve.min() <= curve.max() <= 1
+    assert Path(run_folder) == models / "motion_director" / "square"
+    assert (Path(run_folder) / "motion.safetensors").is_file() and (Path(run_folder) / "appearance.safetensors").is_file()
+    assert loaded.adapters == () and not list(_lora_layers(loaded))  # the shared model is as it was
+
+
+def _lora_layers(handle):
+    from motion_lora.adapters import lora_layers
+
+    return lora_layers(handle.model.unet)
+
+
+def test_load_lora_lists_runs_and_loads(trained, monkeypatch):
+    models, (motion, *_rest) = trained
+    monkeypatch.setenv("MOTION_DIRECTOR_MODELS", str(models))
+    names = spec_of("MotionDirectorLoadLora")["lora_name"][0]
+    assert "square/motion.safetensors" in names and "square/appearance.safetensors" in names
+    assert "square/checkpoint-000001/temporal.safetensors" in names
+    (loaded_motion,) = run("MotionDirectorLoadLora", lora_name="square/motion.safetensors")
+    assert loaded_motion.kind == "temporal"
+    assert all(torch.equal(loaded_motion.tensors[k], v) for k, v in motion.tensors.items())
+    with pytest.raises(ValueError, match="not found"):
+        run("MotionDirectorLoadLora", lora_name="square/nothing.safetensors")
+
+
+def test_training_again_never_overwrites_a_run(loaded, models_dir):
+    clips, _ = run("MotionDirectorClipsFromImages", images=inference_frames(1), prompt="a square", width=64, height=64)
+    first = run("MotionDirectorTrain", model=loaded, clips=clips, recipe="images", run_name="look", steps=1, rank=4)
+    second = run("MotionDirectorTrain", model=loaded, clips=clips, recipe="images", run_name="look", steps=1, rank=4)
+    assert Path(first[3]).name == "look" and Path(second[3]).name == "look_2"
+    motion, appearance = second[0], second[1]
+    assert appearance.kind == "spatial"
+    with pytest.raises(ValueError, match="no motion LoRA.*did not train the motion path"):
+        run("MotionDirectorApplyMotion", model=loaded, lora=motion)
+    with pytest.raises(ValueError, match="no motion LoRA"):
+        run("MotionDirectorSaveLora", lora=motion, name="x")
+
+
+def test_train_with_appearance_images(loaded, models_dir):
+    motion_clips, _ = run("MotionDirectorClipFromFrames", frames=inference_frames(4), prompt="a square moves",
+                          num_frames=4, width=64, height=64)
+    look, _ = run("MotionDirectorClipsFromImages", images=inference_frames(1, seed=3), prompt="a blue square",
+                  width=64, height=64)
+    motion, appearance, _, _ = run("MotionDirectorTrain", model=loaded, clips=motion_clips, appearance=look,
+                                   run_name="mix", steps=1, rank=4)
+    assert motion.kind == "temporal" and appearance.kind == "spatial"
+
+
+def test_train_refuses_a_patched_model_and_bad_run_names(loaded, models_dir):
+    clips, _ = run("MotionDirectorClipsFromImages", images=inference_frames(1), prompt="", width=64, height=64)
+    patched = loaded.with_adapter(random_adapter(loaded.model, "temporal"), 1.0, "temporal")
+    with pytest.raises(ValueError, match="straight to Train"):
+        run("MotionDirectorTrain", model=patched, clips=clips, recipe="images", steps=1)
+    for bad in ("../escape", "/tmp/abs", ""):
+        with pytest.raises(ValueError, match="run name"):
+            run("MotionDirectorTrain", model=loaded, clips=clips, recipe="images", steps=1, run_name=bad)
+
+
+def test_save_lora_stays_in_its_folder(trained, models_dir):
+    from motion_lora.lora_file import read_metadata
+
+    _, (motion, *_rest) = trained
+    (path,) = run("MotionDirectorSaveLora", lora=motion, name="mine/dance")
+    assert Path(path) == models_dir / "motion_director" / "mine" / "dance.safetensors"
+    assert read_metadata(path)["kind"] == "temporal"
+    for bad in ("../dance", "mine/../../dance", "/tmp/dance", "C:/dance", "", "a//b"):
+        with pytest.raises(ValueError, match="name"):
+            run("MotionDirectorSaveLora", lora=motion, name=bad)
+    assert not (models_dir / "dance.safetensors").exists() and not Path("/tmp/dance.safetensors").exists()
+    with pytest.raises(FileExistsError, match="overwrite"):
+        run("MotionDirectorSaveLora", lora=motion, name="mine/dance")
+    run("MotionDirectorSaveLora", lora=motion, name="mine/dance", overwrite=True)
+
+
+def test_cancel_stops_training_and_saves_a_checkpoint(loaded, models_dir, monkeypatch):
+    """A stand-in for ComfyUI's interrupt flag and progress bar: Cancel is pressed once step 1 is reported."""
+    state = {"interrupted": False, "unloaded": 0, "updates": []}
+
+    class ProgressBar:
+        def __init__(self, total):
+            self.total = total
+
+        def update_absolute(self, value, total=None, preview=None):
+            state["updates"].append((value, total, preview))
+            if value >= 1:
+                state["interrupted"] = True
+
+    mm = types.SimpleNamespace(
+        processing_interrupted=lambda: state["interrupted"],
+        interrupt_current_processing=lambda value=True: state.update(interrupted=value),
+        unload_all_models=lambda: state.update(unloaded=state["unloaded"] + 1),
+        soft_empty_cache=lambda force=False: None,
+        get_torch_device=lambda: torch.device("cpu"),
+        InterruptProcessingException=type("InterruptProcessingException", (Exception,), {}),
+    )
+    comfy_pkg = types.ModuleType("comfy")
+    comfy_pkg.__path__ = []
+    comfy_pkg.model_management = mm
+    comfy_pkg.utils = types.SimpleNamespace(ProgressBar=ProgressBar)
+    monkeypatch.setitem(sys.modules, "comfy", comfy_pkg)
+    monkeypatch.setitem(sys.modules, "comfy.model_management", mm)
+    monkeypatch.setitem(sys.modules, "comfy.utils", comfy_pkg.utils)
+
+    from motion_lora.training import TrainingCancelled
+
+    clips, _ = run("MotionDirectorClipFromFrames", frames=inference_frames(4), prompt="", num_frames=4,
+                   width=64, height=64)
+    import motion_lora.training
+
+    preview_frames = synthetic_clip(4, 64, 64)
+    monkeypatch.setattr(motion_lora.training, "_preview", lambda *args: preview_frames)  # the trainer's own test covers it
+    with pytest.raises(TrainingCancelled, match=r"cancelled at step 1, saved to .*checkpoint-000001") as info:
+        run("MotionDirectorTrain", model=loaded, clips=clips, run_name="stopped", steps=50, rank=4, checkpoint_every=100,
+            validation_prompt="a square", validation_every=1)
+    assert (info.value.checkpoint / "temporal.safetensors").is_file()
+    assert info.value.checkpoint.parent == models_dir / "motion_director" / "stopped"
+    assert state["unloaded"] == 1 and state["updates"][0] == (1, 50, None)
+    kind, image, size = state["updates"][1][2]  # the validation sample as the progress bar's live preview
+    assert kind == "JPEG" and image.size == (64, 64) and size == 512
+    assert state["interrupted"] is False  # the flag is cleared: the next prompt starts clean
+    assert not list(_lora_layers(loaded))
+
+    # sampling stops too, the way ComfyUI's own samplers do
+    state["interrupted"] = True
+    with pytest.raises(mm.InterruptProcessingException):
+        sample(loaded)
+
+
+# --- apply and sample ------------------------------------------------------------------------
+
+
+def test_apply_returns_new_handles_and_branches_sample_as_alone(loaded):
+    motion = random_adapter(loaded.model, "temporal", seed=1)
+    look = random_adapter(loaded.model, "spatial", seed=2)
+    base_alone = sample(loaded)
+    (moving,) = run("MotionDirectorApplyMotion", model=loaded, lora=motion, strength=1.0)
+    (both,) = run("MotionDirectorApplyAppearance", model=moving, lora=look, strength=0.5)
+    assert loaded.adapters == () and len(moving.adapters) == 1 and len(both.adapters) == 2
+    assert moving.model is loaded.model  # one shared model, no copy
+    moving_alone = sample(moving)
+    both_out = sample(both)
+    assert torch.equal(sample(loaded), base_alone)  # base branch unaffected by the other branches
+    assert torch.equal(sample(moving), moving_alone)
+    assert not torch.equal(moving_alone, base_alone) and not torch.equal(both_out, moving_alone)
+    (off,) = run("MotionDirectorApplyMotion", model=loaded, lora=motion, strength=0.0)
+    assert torch.equal(sample(off), base_alone)
+    assert not list(_lora_layers(loaded))
+
+
+def test_apply_refuses_wrong_path_and_wrong_model(loaded):
+    from motion_lora.adapters import LoraAdapter
+
+    motion = random_adapter(loaded.model, "temporal")
+    look = random_adapter(loaded.model, "spatial")
+    with pytest.raises(ValueError, match="Apply Motion instead"):
+        run("MotionDirectorApplyAppearance", model=loaded, lora=motion)
+    with pytest.raises(ValueError, match="Apply Appearance instead"):
+        run("MotionDirectorApplyMotion", model=loaded, lora=look)
+    wide = {k: torch.zeros(v.shape[0], v.shape[1] * 2) if k.endswith("lora_A.weight") else v
+            for k, v in motion.tensors.items()}
+    other = LoraAdapter("temporal", 4, 4.0, wide, fingerprint="unet3d-0000000000000000")
+    with pytest.raises(ValueError, match="another model"):
+        run("MotionDirectorApplyMotion", model=loaded, lora=other)
+    renamed = {k.replace("transformer_in", "transformer_elsewhere"): v for k, v in motion.tensors.items()}
+    with pytest.raises(ValueError, match="another model"):
+        run("MotionDirectorApplyMotion", model=loaded,
+            lora=LoraAdapter("temporal", 4, 4.0, renamed, fingerprint="other-arch"))
+
+
+def test_sample_outputs_frames_and_fps_and_noise_prior(loaded, monkeypatch):
+    import motion_lora.sampling
+
+    frames, fps = run("MotionDirectorSample", model=loaded, prompt="a square", width=64, height=64, frames=4,
+                      steps=1, fps=12.0)
+    assert frames.shape == (4, 64, 64, 3) and frames.dtype == torch.float32 and 0 <= frames.min() <= frames.max() <= 1
+    assert fps == 12.0 and isinstance(fps, float)
+    with pytest.raises(ValueError, match="reference"):
+        sample(loaded, noise_prior=0.5)
+    full = motion_lora.sampling.sample  # the official 50 inversion steps are the sampler's to test; 2 here
+    monkeypatch.setattr(motion_lora.sampling, "sample", lambda *a, **k: full(*a, **{**k, "inversion_steps": 2}))
+    reference = inference_frames(2)
+    prior = sample(loaded, noise_prior=0.5, reference=reference, scheduler="euler")
+    assert prior.shape == (2, 64, 64, 3) and not torch.equal(prior, sample(loaded, scheduler="euler"))
+
+
+# --- official checkpoints ---------------------------------------------------------------------
+
+
+def test_load_official_checkpoint(loaded, models_dir):
+    from motion_lora.adapters import targets_for
+
+    motion = random_adapter(loaded.model, "temporal", seed=5)
+    listed = []  # official order: [up_0, down_0, up_1, down_1, ...] in the target order
+    for target in targets_for(loaded.model.unet, loaded.model.backbone, "temporal"):
+        listed += [motion.tensors[f"{target}.lora_B.weight"], motion.tensors[f"{target}.lora_A.weight"]]
+    folder = models_dir / "motion_director" / "official" / "checkpoint-100"
+    (folder / "temporal" / "lora").mkdir(parents=True)
+    torch.save(listed, folder / "temporal" / "lora" / "100_unet.pt")
+    names = spec_of("MotionDirectorLoadOfficialLora")["checkpoint"][0]
+    assert names == ["official/checkpoint-100"]
+    assert "official/checkpoint-100/temporal/lora/100_unet.pt" not in spec_of("MotionDirectorLoadLora")["lora_name"][0]
+    (imported,) = run("MotionDirectorLoadOfficialLora", model=loaded, checkpoint="official/checkpoint-100",
+                      kind="motion (temporal)")
+    assert imported.kind == "temporal"
+    assert all(torch.equal(imported.tensors[k], v) for k, v in motion.tensors.items())
+    with pytest.raises(ValueError, match="spatial"):
+        run("MotionDirectorLoadOfficialLora", model=loaded, checkpoint="official/checkpoint-100",
+            kind="appearance (spatial)")
