@@ -1,0 +1,350 @@
+"""The dual-path trainer on the tiny model: path isolation, learning, reproducibility, resume, cancel, run folders."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from motion_lora import adapters, grad_checkpoint
+from motion_lora import training as training_module
+from motion_lora.data import Clip
+from motion_lora.losses import mse, temporal_loss
+from motion_lora.run_folder import RunFolderError
+from motion_lora.training import (RECIPES, StepInfo, TrainCallbacks, TrainConfig, TrainingCancelled, TrainResult,
+                                  train)
+
+from conftest import synthetic_clip
+
+FAST = dict(steps=3, gradient_checkpointing=False, rank=4, checkpoint_every=2)
+
+
+def clip(seed: int = 0, frames: int = 4, prompt: str = "a car", size: int = 32) -> Clip:
+    return Clip(synthetic_clip(frames, size, size, seed=seed), prompt, source=f"memory-{seed}")
+
+
+def weights(result: TrainResult) -> dict[str, torch.Tensor]:
+    out = {f"temporal/{k}": v for k, v in (result.temporal.tensors.items() if result.temporal else [])}
+    for n, adapter in enumerate(result.spatial):
+        out.update({f"spatial{n}/{k}": v for k, v in adapter.tensors.items()})
+    return out
+
+
+def assert_same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def assert_model_untouched(model) -> None:
+    assert not adapters.adapter_names(model.unet)
+    assert not model.unet.training
+    assert not any(p.requires_grad for p in model.unet.parameters())
+    assert not any(hasattr(m, "_motion_lora_checkpointed") for m in model.unet.modules())
+
+
+# --- paths ---------------------------------------------------------------------------------------
+
+
+def _grads_of_first_step(model, monkeypatch, scale_spatial=1.0, scale_temporal=1.0) -> dict[str, list[torch.Tensor]]:
+    """Gradients each optimizer receives in step 1 (spatial path never masked), with a loss optionally scaled."""
+    grads: dict[str, list[torch.Tensor]] = {}
+    real_step = training_module._sync_and_step
+
+    def spy(optimizer, params, scaler, world, device):
+        name = "temporal" if optimizer.param_groups[0]["lr"] == 2e-3 else "spatial"
+        grads[name] = [p.grad.clone() for p in params]
+        return real_step(optimizer, params, scaler, world, device)
+
+    real_mse, real_temporal = training_module.mse, training_module.temporal_loss
+    monkeypatch.setattr(training_module, "_sync_and_step", spy)
+    monkeypatch.setattr(training_module, "mse", lambda p, t: real_mse(p, t) * scale_spatial)
+    monkeypatch.setattr(training_module, "temporal_loss",
+                        lambda *a: tuple(x * scale_temporal for x in real_temporal(*a)))
+    train(model, [clip()], TrainConfig(**{**FAST, "steps": 1}, spatial_mask_prob=0.0, spatial_lr=1e-3,
+                                       temporal_lr=2e-3, dropout=0.0))
+    monkeypatch.undo()
+    return grads
+
+
+def test_each_loss_reaches_only_its_own_path(tiny_model, monkeypatch):
+    # Scaling one path's loss by 1024 must scale that path's gradients exactly and leave the other's unchanged:
+    # any leak (say the temporal backward reaching the spatial LoRA that is active in its forward) breaks it.
+    base = _grads_of_first_step(tiny_model, monkeypatch)
+    assert set(base) == {"spatial", "temporal"} and any(g.abs().sum() > 0 for g in base["spatial"])
+    louder_temporal = _grads_of_first_step(tiny_model, monkeypatch, scale_temporal=1024.0)
+    louder_spatial = _grads_of_first_step(tiny_model, monkeypatch, scale_spatial=1024.0)
+    for a, b in zip(base["spatial"], louder_temporal["spatial"]):
+        assert torch.equal(a, b)
+    for a, b in zip(base["temporal"], louder_spatial["temporal"]):
+        assert torch.equal(a, b)
+    for a, b in zip(base["temporal"], louder_temporal["temporal"]):
+        torch.testing.assert_close(a * 1024, b, rtol=1e-4, atol=1e-9)
+    assert_model_untouched(tiny_model)
+
+
+def test_masking_and_strengths_per_path(tiny_model, monkeypatch):
+    """Spatial forward: only that clip's spatial LoRA; temporal forward: temporal LoRA + spatial unless masked."""
+    calls = []
+    real_predict = tiny_model.backbone.predict
+
+    def predict(unet, latents, t, text):
+        calls.append((latents.shape[2], {k: v for k, v in adapters.current_strengths(unet).items() if v}, text))
+        return real_predict(unet, latents, t, text)
+
+    monkeypatch.setattr(tiny_model.backbone, "predict", predict)
+    clips = [clip(0, prompt="a red car"), clip(1, prompt="a blue boat")]
+    train(tiny_model, clips, TrainConfig(**{**FAST, "steps": 8}, spatial_per_clip=True, spatial_mask_prob=0.5))
+    texts = [tiny_model.encode_prompt(c.prompt) for c in clips]
+    which = lambda text: next(k for k, ref in enumerate(texts) if torch.equal(ref, text))
+    spatial_calls = [c for c in calls if c[0] == 1]
+    temporal_calls = [c for c in calls if c[0] == 4]
+    assert len(temporal_calls) == 8 and 0 < len(spatial_calls) < 8  # some steps masked, some not
+    for _, on, text in spatial_calls:
+        assert on == {f"spatial_{which(text)}": 1.0}
+    masked = 0
+    for _, on, text in temporal_calls:
+        assert on.pop("temporal") == 1.0
+        masked += not on
+        assert on in ({}, {f"spatial_{which(text)}": 1.0})
+    assert masked == 8 - len(spatial_calls)
+    assert {which(text) for _, _, text in temporal_calls} == {0, 1}
+
+
+# --- learning and reproducibility ------------------------------------------------------------------
+
+
+def _fixed_loss(model, examples, temporal=None) -> float:
+    """Temporal loss at fixed timesteps and noise, with or without the trained motion LoRA."""
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler.from_config(model.scheduler_config)
+    g = torch.Generator().manual_seed(123)
+    total = 0.0
+    with torch.no_grad(), adapters.applied(model.unet, model.backbone, [(temporal, 1.0)] if temporal else []):
+        for latents, text in examples:
+            for t in (100, 300, 500, 700, 900):
+                noise = torch.randn(latents.shape, generator=g)
+                tt = torch.tensor([t])
+                pred = model.backbone.predict(model.unet, scheduler.add_noise(latents, noise, tt), tt, text)
+                total += temporal_loss(pred, noise, 0)[0].item()
+    return total
+
+
+def test_loss_falls_when_overfitting_one_clip(tiny_model):
+    c = clip(3)
+    examples = [(tiny_model.encode_frames(c.frames, torch.Generator().manual_seed(0)), tiny_model.encode_prompt(c.prompt))]
+    before = _fixed_loss(tiny_model, examples)
+    result = train(tiny_model, [c], TrainConfig(steps=40, rank=8, temporal_lr=3e-3, spatial_lr=3e-3, dropout=0.0,
+                                                gradient_checkpointing=False, train_spatial=False))
+    after = _fixed_loss(tiny_model, examples, result.temporal)
+    assert after < 0.9 * before, (before, after)
+    first = sum(h["loss_temporal"] for h in result.history[:10]) / 10
+    assert len(result.history) == 40 and all(h["loss_temporal"] > 0 for h in result.history)
+    assert first > 0
+
+
+def test_same_seed_same_weights_other_seed_other_weights(tiny_model):
+    config = TrainConfig(**FAST, hflip_prob=0.5, offset_noise=0.1)
+    a = weights(train(tiny_model, [clip()], config))
+    b = weights(train(tiny_model, [clip()], config))
+    assert_same(a, b)
+    c = weights(train(tiny_model, [clip()], TrainConfig(**{**FAST, "seed": 1}, hflip_prob=0.5, offset_noise=0.1)))
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+    assert any(v.abs().sum() > 0 for k, v in a.items() if "lora_B" in k)  # training moved the zero-initialised ups
+
+
+def test_gradient_checkpointing_gives_the_same_run(tiny_model):
+    a = train(tiny_model, [clip()], TrainConfig(**{**FAST, "steps": 2}))
+    b = train(tiny_model, [clip()], TrainConfig(**{**FAST, "steps": 2, "gradient_checkpointing": True}))
+    for k, v in weights(a).items():
+        torch.testing.assert_close(v, weights(b)[k], rtol=1e-5, atol=1e-7)
+    assert_model_untouched(tiny_model)
+
+
+def test_resume_reaches_the_uninterrupted_weights(tiny_model, tmp_path):
+    config = dict(FAST, steps=6, checkpoint_every=3, dropout=0.1)
+    straight = train(tiny_model, [clip()], TrainConfig(**config), run_dir=tmp_path / "straight")
+    train(tiny_model, [clip()], TrainConfig(**{**config, "steps": 3}), run_dir=tmp_path / "split")
+    resumed = train(tiny_model, [clip()], TrainConfig(**config), run_dir=tmp_path / "split", resume=True)
+    assert resumed.step == 6 and [h["step"] for h in resumed.history] == list(range(1, 7))
+    for k, v in weights(straight).items():
+        torch.testing.assert_close(v, weights(resumed)[k], rtol=0, atol=1e-6)
+    assert json.loads((tmp_path / "split" / "history.json").read_text()) == straight.history
+
+
+def test_resume_refuses_other_adapter_settings(tiny_model, tmp_path):
+    train(tiny_model, [clip()], TrainConfig(**FAST), run_dir=tmp_path / "run")
+    with pytest.raises(RunFolderError, match="rank"):
+        train(tiny_model, [clip()], TrainConfig(**{**FAST, "rank": 8, "steps": 4}), run_dir=tmp_path / "run", resume=True)
+    assert_model_untouched(tiny_model)
+
+
+# --- run folder, cancel, callbacks ----------------------------------------------------------------------
+
+
+def test_run_folder_layout_and_no_silent_overwrite(tiny_model, tmp_path):
+    run = tmp_path / "run"
+    steps: list[StepInfo] = []
+    result = train(tiny_model, [clip()], TrainConfig(**FAST), run_dir=run, callbacks=TrainCallbacks(on_step=steps.append))
+    names = sorted(p.name for p in run.iterdir())
+    assert names == ["appearance.safetensors", "checkpoint-000002", "checkpoint-000003", "config.json",
+                     "history.json", "motion.safetensors"]
+    assert sorted(p.name for p in (run / "checkpoint-000002").iterdir()) == ["spatial.safetensors",
+                                                                            "temporal.safetensors", "training_state.pt"]
+    assert json.loads((run / "config.json").read_text())["clips"] == ["memory-0"]
+    assert [s.step for s in steps] == [1, 2, 3] and steps[0].total == 3
+    assert steps[0].lrs == {"spatial": 5e-4, "temporal": 5e-4} and "loss_temporal_ad" in steps[0].losses
+    assert result.temporal.fingerprint == tiny_model.fingerprint and result.temporal.training["rank"] == 4
+    before = (run / "motion.safetensors").read_bytes()
+    with pytest.raises(RunFolderError, match="choose another run name"):
+        train(tiny_model, [clip()], TrainConfig(**FAST), run_dir=run)
+    assert (run / "motion.safetensors").read_bytes() == before
+    assert_model_untouched(tiny_model)
+
+
+def test_cancel_saves_a_checkpoint_and_raises(tiny_model, tmp_path):
+    seen: list[int] = []
+    callbacks = TrainCallbacks(on_step=lambda info: seen.append(info.step), should_cancel=lambda: len(seen) >= 2)
+    with pytest.raises(TrainingCancelled) as info:
+        train(tiny_model, [clip()], TrainConfig(**{**FAST, "steps": 10, "checkpoint_every": 100}),
+              run_dir=tmp_path / "run", callbacks=callbacks)
+    checkpoint = tmp_path / "run" / "checkpoint-000002"
+    assert str(info.value) == f"cancelled at step 2, saved to {checkpoint}"
+    assert info.value.checkpoint == checkpoint and (checkpoint / "training_state.pt").is_file()
+    assert info.value.result.cancelled and info.value.result.step == 2 and seen == [1, 2]
+    assert_model_untouched(tiny_model)
+    resumed = train(tiny_model, [clip()], TrainConfig(**{**FAST, "steps": 3}), run_dir=tmp_path / "run", resume=True)
+    assert resumed.step == 3 and len(resumed.history) == 3
+
+
+def test_preview_uses_motion_lora_alone_in_eval_mode(tiny_model, monkeypatch):
+    import motion_lora.sampling
+
+    previews = []
+
+    def fake_sample(model, prompt, **options):
+        previews.append((prompt, {k: v for k, v in adapters.current_strengths(model.unet).items() if v},
+                         model.unet.training, options["adapters"]))
+        return torch.zeros(options["frames"], options["height"], options["width"], 3)
+
+    monkeypatch.setattr(motion_lora.sampling, "sample", fake_sample)
+    got = []
+    config = TrainConfig(**{**FAST, "steps": 4}, validation_prompt="a dog", validation_every=2)
+    train(tiny_model, [clip()], config, callbacks=TrainCallbacks(on_preview=lambda s, f: got.append((s, f.shape))))
+    assert previews == [("a dog", {"temporal": 1.0}, False, None)] * 2
+    assert got == [(2, (4, 32, 32, 3)), (4, (4, 32, 32, 3))]
+
+
+# --- variants -------------------------------------------------------------------------------------------
+
+
+def test_spatial_per_clip_gives_one_spatial_adapter_per_clip(tiny_model, tmp_path):
+    result = train(tiny_model, [clip(0), clip(1, prompt="a boat")],
+                   TrainConfig(**{**FAST, "steps": 4}, spatial_per_clip=True), run_dir=tmp_path / "run")
+    assert len(result.spatial) == 2 and result.temporal is not None
+    assert [a.training["clip_index"] for a in result.spatial] == [0, 1]
+    assert (tmp_path / "run" / "appearance_1.safetensors").is_file()
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoint-000004").glob("*.safetensors")) == [
+        "spatial_0.safetensors", "spatial_1.safetensors", "temporal.safetensors"]
+
+
+def test_images_recipe_trains_no_temporal_adapter(tiny_model, tmp_path):
+    images = [clip(0, frames=1), clip(1, frames=1)]
+    config = TrainConfig.from_recipe("images", steps=3, rank=4, gradient_checkpointing=False)
+    assert not config.train_temporal and config.hflip_prob == 0.5
+    result = train(tiny_model, images, config, run_dir=tmp_path / "run")
+    assert result.temporal is None and len(result.spatial) == 1
+    assert not (tmp_path / "run" / "motion.safetensors").exists()
+    assert (tmp_path / "run" / "appearance.safetensors").is_file()
+    assert all(set(h) <= {"step", "loss_spatial"} for h in result.history)
+    assert any("loss_spatial" in h for h in result.history)
+    with pytest.raises(ValueError, match="images"):
+        train(tiny_model, images, TrainConfig(**FAST))
+
+
+def test_appearance_clips_feed_the_spatial_path(tiny_model, monkeypatch):
+    texts = []
+    real_predict = tiny_model.backbone.predict
+
+    def predict(unet, latents, t, text):
+        texts.append((latents.shape[2], text))
+        return real_predict(unet, latents, t, text)
+
+    monkeypatch.setattr(tiny_model.backbone, "predict", predict)
+    result = train(tiny_model, [clip(0, prompt="a car"), clip(1, prompt="a car")],
+                   TrainConfig(**{**FAST, "steps": 4}, spatial_per_clip=True, spatial_mask_prob=0.0),
+                   appearance=[clip(2, frames=1, prompt="a cat")])
+    assert len(result.spatial) == 1 and result.spatial[0].training["appearance"] == ["memory-2"]
+    cat, car = tiny_model.encode_prompt("a cat"), tiny_model.encode_prompt("a car")
+    assert all(torch.equal(text, cat if frames == 1 else car) for frames, text in texts)
+    assert sum(frames == 1 for frames, _ in texts) == 4
+
+
+def test_bf16_mixed_precision_runs_on_cpu(tiny_model):
+    result = train(tiny_model, [clip()], TrainConfig(**FAST, mixed_precision="bf16"))
+    assert all(torch.isfinite(torch.tensor(v)) for h in result.history for k, v in h.items() if k != "step")
+    assert all(v.dtype == torch.float32 for v in weights(result).values())
+    assert any(v.abs().sum() > 0 for k, v in weights(result).items() if "lora_B" in k)
+
+
+def test_recipes_and_bad_settings():
+    assert set(RECIPES) == {"single-video", "multi-video", "images"}
+    assert TrainConfig.from_recipe("multi-video").spatial_per_clip
+    assert TrainConfig.from_recipe("single-video", steps=10).steps == 10
+    with pytest.raises(ValueError, match="recipe"):
+        TrainConfig.from_recipe("fast")
+    with pytest.raises(ValueError, match="mixed_precision"):
+        TrainConfig(mixed_precision="fp8").check()
+    with pytest.raises(ValueError, match="nothing to train"):
+        TrainConfig(train_spatial=False, train_temporal=False).check()
+
+
+# --- gradient checkpointing -------------------------------------------------------------------------------
+
+
+def _lora_grads_and_saved_bytes(model, checkpointing: bool) -> tuple[list[torch.Tensor], int]:
+    unet, backbone = model.unet, model.backbone
+    saved = [0]
+
+    def pack(t):
+        saved[0] += t.numel() * t.element_size()
+        return t
+
+    params = adapters.adapter_parameters(unet, ["spatial", "temporal"])
+    for p in params:
+        p.grad = None
+    g = torch.Generator().manual_seed(0)
+    latents = torch.randn(1, 4, 4, 8, 8, generator=g)
+    text = torch.randn(1, 77, 32, generator=g)
+    torch.manual_seed(7)  # the same dropout masks in both runs
+    with grad_checkpoint.checkpointed(backbone.checkpoint_units(unet), checkpointing), \
+            torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = mse(backbone.predict(unet, latents, torch.tensor([500]), text), torch.zeros_like(latents))
+    loss.backward()
+    return [p.grad.clone() for p in params], saved[0]
+
+
+def test_gradient_checkpointing_same_gradients_less_saved_memory(tiny_model):
+    unet, backbone = tiny_model.unet, tiny_model.backbone
+    keys = list(unet.state_dict())
+    for name, kind in (("spatial", "spatial"), ("temporal", "temporal")):
+        adapters.inject(unet, backbone, name, kind, rank=4, dropout=0.1)
+    with torch.no_grad():
+        for p in adapters.adapter_parameters(unet, ["spatial", "temporal"]):
+            p.normal_(0, 0.1)
+    adapters.set_strengths(unet, {"spatial": 1.0, "temporal": 1.0})
+    adapters.set_trainable(unet, ["spatial", "temporal"], True)
+    unet.train()  # dropout on: recomputation must redraw the same masks
+    plain, plain_bytes = _lora_grads_and_saved_bytes(tiny_model, False)
+    ckpt, ckpt_bytes = _lora_grads_and_saved_bytes(tiny_model, True)
+    for a, b in zip(plain, ckpt):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-8)
+    assert ckpt_bytes < plain_bytes / 2, (ckpt_bytes, plain_bytes)
+    with grad_checkpoint.checkpointed(backbone.checkpoint_units(unet)):
+        assert all(getattr(m, "_motion_lora_checkpointed", False) for m in backbone.checkpoint_units(unet))
+    assert not any("forward" in vars(m) for m in unet.modules())
+    for name in ("spatial", "temporal"):
+        adapters.remove(unet, name)
+    assert list(unet.state_dict()) == keys
