@@ -90,6 +90,8 @@ def inject(unet: nn.Module, backbone, name: str, kind: str, rank: int = 32, alph
     if name in adapter_names(unet):
         raise ValueError(f"the model already has an adapter named {name!r}")
     targets = targets or targets_for(unet, backbone, kind)
+    before = current_strengths(unet)
+    flags = _grad_flags(unet)
     config = LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else rank, lora_dropout=0.0,
                         target_modules=targets, init_lora_weights="gaussian", bias="none")
     with warnings.catch_warnings():  # peft warns that a second adapter joins the first: that is the point here
@@ -101,12 +103,19 @@ def inject(unet: nn.Module, backbone, name: str, kind: str, rank: int = 32, alph
             layer.lora_B[name].to(torch.float32)
             if dropout > 0:
                 layer.lora_A[name].register_forward_hook(_rank_dropout(dropout))
+    _restore_grad_flags(flags)  # peft's injection activates the new adapter everywhere and flips others' flags
     set_trainable(unet, [name], False)
-    strengths = {n: 0.0 for n in adapter_names(unet)}
-    strengths.update(current_strengths(unet))
-    strengths[name] = 0.0
-    set_strengths(unet, strengths)
+    set_strengths(unet, {**before, name: 0.0})
     return targets
+
+
+def _grad_flags(unet: nn.Module) -> list[tuple[nn.Parameter, bool]]:
+    return [(p, p.requires_grad) for p in unet.parameters()]
+
+
+def _restore_grad_flags(flags: list[tuple[nn.Parameter, bool]]) -> None:
+    for p, flag in flags:
+        p.requires_grad_(flag)
 
 
 def _rank_dropout(p: float):
@@ -199,8 +208,12 @@ def remove(unet: nn.Module, name: str) -> None:
         if name not in layer.lora_A:
             continue
         still_active = [a for a in layer.active_adapters if a != name]
-        layer.delete_adapter(name)
+        flags = _grad_flags(layer)
+        with warnings.catch_warnings():  # "Setting active adapter to ...": we set it back just below
+            warnings.simplefilter("ignore", UserWarning)
+            layer.delete_adapter(name)
         layer._active_adapter = still_active  # delete_adapter() may activate others; keep ours
+        _restore_grad_flags(flags)  # ... and its set_adapter() flips their requires_grad
         if not layer.lora_A:
             parent_path, _, child = path.rpartition(".")
             setattr(modules[parent_path] if parent_path else unet, child, layer.get_base_layer())
@@ -208,9 +221,7 @@ def remove(unet: nn.Module, name: str) -> None:
 
 def check_fits(adapter: LoraAdapter, unet: nn.Module, backbone) -> None:
     """Raise AdapterMismatchError unless every layer of `adapter` exists in `unet` with the right shape."""
-    fingerprint = backbone.fingerprint(unet)
-    if adapter.fingerprint and adapter.fingerprint == fingerprint:
-        return
+    fingerprint = backbone.fingerprint(unet)  # a matching fingerprint is no shortcut: the kind and layers must fit too
     expected = targets_for(unet, backbone, adapter.kind)
     modules = dict(unet.named_modules())
     got = adapter.targets
@@ -239,7 +250,11 @@ def add_adapter(unet: nn.Module, backbone, name: str, adapter: LoraAdapter) -> N
     """Inject `adapter` under `name` (strength 0) after checking that it fits."""
     check_fits(adapter, unet, backbone)
     inject(unet, backbone, name, adapter.kind, adapter.rank, adapter.alpha, targets=adapter.targets)
-    set_tensors(unet, name, adapter.tensors)
+    try:
+        set_tensors(unet, name, adapter.tensors)
+    except Exception:
+        remove(unet, name)  # never leave a half-added adapter behind
+        raise
 
 
 @contextlib.contextmanager
