@@ -1,0 +1,168 @@
+"""Text-to-video sampling: our own short denoising loop over any diffusers scheduler.
+
+The loop is diffusers' `TextToVideoSDPipeline` loop (same noise, same batched
+classifier-free guidance, same scheduler calls, so the same seed gives the same video),
+without the pipeline object: it runs on a `VideoModel`, applies exactly the adapters
+asked for, can start from MotionDirector's noise prior, reports progress and can be
+cancelled between steps.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Callable, Sequence
+
+import torch
+
+from .adapters import LoraAdapter, applied
+from .model import VideoModel
+from .noise_prior import ddim_invert, mix_noise_prior
+
+# name -> (diffusers scheduler class, overrides of the model's scheduler_config).
+# Classes are named, not imported, so listing the choices (a node's dropdown) stays cheap.
+SCHEDULERS: dict[str, tuple[str, dict]] = {
+    "ddim": ("DDIMScheduler", {}),
+    "dpmpp_2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
+    "ddpm": ("DDPMScheduler", {}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+}
+DEFAULT_SCHEDULER = "ddim"
+
+Progress = Callable[[int, int], None]
+Cancel = Callable[[], bool]
+
+
+class SamplingCancelled(Exception):
+    """Raised between steps when the `cancel()` callback returns True."""
+
+
+class SamplingError(ValueError):
+    """Bad sampling input; the message names the input and the fix."""
+
+
+def make_scheduler(name: str, scheduler_config: dict):
+    """A fresh diffusers scheduler `name` built from the model's own scheduler config."""
+    if name not in SCHEDULERS:
+        raise SamplingError(f"unknown scheduler {name!r}: choose one of {', '.join(SCHEDULERS)}")
+    import diffusers
+
+    class_name, overrides = SCHEDULERS[name]
+    return getattr(diffusers, class_name).from_config(scheduler_config, **overrides)
+
+
+def _check_inputs(model: VideoModel, width: int, height: int, frames: int, steps: int,
+                  noise_prior: float, reference) -> tuple[int, ...]:
+    if frames < 1:
+        raise SamplingError(f"frames must be at least 1, got {frames}")
+    if steps < 1:
+        raise SamplingError(f"steps must be at least 1, got {steps}")
+    if width < 1 or height < 1:
+        raise SamplingError(f"width and height must be positive, got {width}x{height}")
+    if not 0.0 <= noise_prior <= 1.0:
+        raise SamplingError(f"noise_prior must be between 0 and 1, got {noise_prior}")
+    if noise_prior > 0 and reference is None:
+        raise SamplingError(f"noise_prior {noise_prior} needs a reference clip (the training video or its "
+                            "latents) to invert; pass reference=..., or set noise_prior to 0")
+    try:
+        return model.backbone.latent_shape(model.unet, model.vae, frames, height, width)
+    except ValueError as e:
+        raise SamplingError(f"width={width}, height={height} do not fit the VAE: {e}. "
+                            "Round both to a multiple of 8 (e.g. 384x384 or 576x320).") from e
+
+
+def _reference_latents(model: VideoModel, reference: torch.Tensor, shape: tuple[int, ...],
+                       generator: torch.Generator) -> torch.Tensor:
+    """Frames `[F, H, W, 3]` are encoded with the VAE; anything else must already be latents in the model's layout."""
+    if reference.ndim == 4 and reference.shape[-1] == 3:
+        return model.encode_frames(reference.float(), generator).float()
+    if reference.ndim != len(shape):
+        raise SamplingError(f"reference must be frames [F, H, W, 3] or latents with {len(shape)} dimensions like "
+                            f"{tuple(shape)}, got shape {tuple(reference.shape)}")
+    return reference.float()
+
+
+def _step_kwargs(scheduler, generator: torch.Generator) -> dict:
+    """The ancestral schedulers draw fresh noise in `step`: give them our generator (as the pipeline does)."""
+    return {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
+
+
+@torch.no_grad()
+def sample_latents(model: VideoModel, prompt: str, negative_prompt: str = "", *, width: int = 384,
+                   height: int = 384, frames: int = 16, steps: int = 30, guidance: float = 12.0, seed: int = 0,
+                   scheduler: str = DEFAULT_SCHEDULER,
+                   adapters: Sequence[tuple[LoraAdapter, float]] | None = None, noise_prior: float = 0.0,
+                   reference: torch.Tensor | None = None, inversion_steps: int = 50,
+                   progress: Progress | None = None, cancel: Cancel | None = None) -> torch.Tensor:
+    """Denoised fp32 latents of one clip in the backbone's layout, on the model's device (see `sample`)."""
+    shape = _check_inputs(model, width, height, frames, steps, noise_prior, reference)
+    if adapters is None:
+        return _denoise(model, prompt, negative_prompt, shape, steps, guidance, seed, scheduler,
+                        noise_prior, reference, inversion_steps, progress, cancel)
+    with applied(model.unet, model.backbone, adapters):
+        return _denoise(model, prompt, negative_prompt, shape, steps, guidance, seed, scheduler,
+                        noise_prior, reference, inversion_steps, progress, cancel)
+
+
+def _denoise(model: VideoModel, prompt: str, negative_prompt: str, shape: tuple[int, ...], steps: int,
+             guidance: float, seed: int, scheduler_name: str, noise_prior: float, reference,
+             inversion_steps: int, progress: Progress | None, cancel: Cancel | None) -> torch.Tensor:
+    scheduler = make_scheduler(scheduler_name, model.scheduler_config)
+    device = model.device
+    unet_dtype = next(model.unet.parameters()).dtype
+    use_cfg = guidance > 1.0
+    inverting = noise_prior > 0
+    total = steps + (inversion_steps if inverting else 0)
+
+    # text: [uncond, cond] in one batch, as TextToVideoSDPipeline concatenates them
+    text = model.encode_prompt([negative_prompt, prompt] if use_cfg else [prompt]).to(unet_dtype)
+
+    # initial noise, drawn on the CPU so a seed means the same video on every device
+    generator = torch.Generator("cpu").manual_seed(int(seed))
+    noise = torch.randn(shape, generator=generator, dtype=torch.float32)
+    if inverting:
+        clean = _reference_latents(model, reference, shape, generator)
+        report = None if progress is None else (lambda i, _n: progress(i, total))
+        inverted = ddim_invert(model, clean, inversion_steps, progress=report, cancel=cancel)
+        noise = mix_noise_prior(inverted.cpu(), noise, noise_prior, model.backbone.frame_axis())
+    scheduler.set_timesteps(steps, device=device)
+    latents = noise.to(device) * scheduler.init_noise_sigma
+    step_kwargs = _step_kwargs(scheduler, generator)
+
+    done = total - steps
+    for i, t in enumerate(scheduler.timesteps):
+        if cancel is not None and cancel():
+            raise SamplingCancelled(f"sampling cancelled at step {i}/{steps}")
+        x = scheduler.scale_model_input(latents, t).to(unet_dtype)
+        x = torch.cat([x, x]) if use_cfg else x
+        eps = model.backbone.predict(model.unet, x, t, text).float()
+        if use_cfg:
+            eps_uncond, eps_cond = eps.chunk(2)
+            eps = eps_uncond + guidance * (eps_cond - eps_uncond)
+        latents = scheduler.step(eps, t, latents, **step_kwargs).prev_sample
+        if progress is not None:
+            progress(done + i + 1, total)
+    return latents
+
+
+def sample(model: VideoModel, prompt: str, negative_prompt: str = "", *, width: int = 384, height: int = 384,
+           frames: int = 16, steps: int = 30, guidance: float = 12.0, seed: int = 0,
+           scheduler: str = DEFAULT_SCHEDULER, adapters: Sequence[tuple[LoraAdapter, float]] | None = None,
+           noise_prior: float = 0.0, reference: torch.Tensor | None = None, inversion_steps: int = 50,
+           decode_chunk: int = 8, progress: Progress | None = None, cancel: Cancel | None = None) -> torch.Tensor:
+    """Generate a clip: float frames `[F, H, W, 3]` in 0..1 on the CPU.
+
+    - `adapters`: None uses the UNet as it is (a trainer's preview sets strengths itself);
+      a list of `(LoraAdapter, strength)` runs with exactly those and leaves the UNet unchanged.
+    - `guidance` <= 1 runs the conditional branch only (one UNet call per step).
+    - `noise_prior` p in [0, 1] starts from `sqrt(p) * ddim_invert(reference) + sqrt(1-p) * noise`;
+      `reference` is frames `[F, H, W, 3]` or latents, resized to the requested size if needed.
+    - `progress(step, total)` after every step (inversion steps included in `total` when inverting);
+      `cancel()` is polled before every step and raises `SamplingCancelled` when it returns True.
+    """
+    latents = sample_latents(model, prompt, negative_prompt, width=width, height=height, frames=frames,
+                             steps=steps, guidance=guidance, seed=seed, scheduler=scheduler, adapters=adapters,
+                             noise_prior=noise_prior, reference=reference, inversion_steps=inversion_steps,
+                             progress=progress, cancel=cancel)
+    return model.decode_latents(latents, decode_chunk)
