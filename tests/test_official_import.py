@@ -266,3 +266,30 @@ def test_imported_adapter_saves_and_loads_as_ours(model, tmp_path):
         first = run(model.unet, model.backbone)
     with applied(model.unet, model.backbone, [(loaded, 1.0)]):
         assert torch.equal(run(model.unet, model.backbone), first)
+
+
+def test_zeroscope_layout_counts(tmp_path):
+    """On ZeroScope's full layout (meta device: shapes only) the official sizes are 192 spatial and 340 temporal."""
+    from diffusers import UNet3DConditionModel
+
+    from motion_lora.backbones import ZeroScope
+    from motion_lora.official_import import official_to_adapter
+
+    config = dict(block_out_channels=[320, 640, 1280, 1280], cross_attention_dim=1024, attention_head_dim=64,
+                  layers_per_block=2, norm_num_groups=32,
+                  down_block_types=["CrossAttnDownBlock3D"] * 3 + ["DownBlock3D"],
+                  up_block_types=["UpBlock3D"] + ["CrossAttnUpBlock3D"] * 3)
+    with torch.device("meta"):
+        unet = UNet3DConditionModel.from_config(config)
+    backbone = ZeroScope()
+    lists = {}
+    for kind in ("spatial", "temporal"):
+        lists[kind] = [t for _, lin in official_linears(unet, kind)
+                       for t in (torch.empty(lin.out_features, 32, device="meta"), torch.empty(32, lin.in_features, device="meta"))]
+    assert (len(lists["spatial"]), len(lists["temporal"])) == (192, 340)
+    adapter = official_to_adapter(lists["temporal"], unet, backbone, "temporal")
+    assert (adapter.rank, adapter.alpha, len(adapter.targets)) == (32, 32.0, 170)
+    two_clips = [t for i in range(0, 192, 2) for t in lists["spatial"][i:i + 2] * 2]  # interleaved per linear
+    assert len(official_to_adapter(two_clips, unet, backbone, "spatial", clip=1).targets) == 96
+    with pytest.raises(OfficialCheckpointError, match=r"expected 192 tensors .* 96 spatial layers, found 340: is this a temporal file\?"):
+        official_to_adapter(lists["temporal"], unet, backbone, "spatial")
