@@ -42,6 +42,8 @@ class Sample:
                 "noise_prior": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip":
                                           "Start from the inverted reference clip instead of pure noise: 0 off, "
                                           "0.1-0.5 for a motion learnt from one clip. Needs reference frames."}),
+                "inversion_steps": ("INT", {"default": 50, "min": 1, "max": 500, "tooltip": "DDIM inversion steps "
+                                    "of the reference for the noise prior (50 as MotionDirector)."}),
                 "fps": ("FLOAT", {"default": 8.0, "min": 1.0, "max": 120.0, "step": 1.0,
                                   "tooltip": "Playback frame rate passed on to Create Video (8 as trained)."}),
             },
@@ -53,7 +55,7 @@ class Sample:
 
     def sample(self, model, prompt: str, negative_prompt: str = "", width: int = 384, height: int = 384,
                frames: int = 16, steps: int = 30, cfg: float = 12.0, seed: int = 0, scheduler: str = "ddim",
-               noise_prior: float = 0.0, fps: float = 8.0, reference=None):
+               noise_prior: float = 0.0, inversion_steps: int = 50, fps: float = 8.0, reference=None):
         from motion_lora.sampling import SamplingCancelled, SamplingError, sample
 
         if noise_prior > 0 and reference is None:
@@ -64,6 +66,7 @@ class Sample:
             video = sample(model.model, prompt, negative_prompt, width=width, height=height, frames=frames,
                            steps=steps, guidance=cfg, seed=seed, scheduler=scheduler, adapters=model.applied,
                            noise_prior=noise_prior, reference=reference if noise_prior > 0 else None,
+                           inversion_steps=inversion_steps,
                            progress=progress.update,
                            cancel=comfy.interrupted)
         except SamplingCancelled:

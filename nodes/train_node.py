@@ -104,6 +104,8 @@ class Train:
                                       "during training as the progress bar's live preview (empty: none)."}),
                 "validation_every": ("INT", {"default": 0, "min": 0, "max": 100000, "tooltip": "Sample the "
                                      "validation prompt every N steps (0: never)."}),
+                "validation_steps": ("INT", {"default": 20, "min": 1, "max": 500, "tooltip": "Denoising steps of "
+                                     "each validation sample."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "tooltip": "Seed of the whole run: "
                                  "the same inputs and seed train the same LoRAs."}),
                 "mixed_precision": (PRECISIONS, {"default": "auto", "tooltip": "auto: fp16 (bf16 for a bf16 "
@@ -118,8 +120,8 @@ class Train:
     def train(self, model, clips, recipe: str = "single-video", run_name: str = "my_motion", steps: int = -1,
               spatial_lr: float = -1.0, temporal_lr: float = -1.0, rank: int = -1, beta: float = -1.0,
               train_spatial: str = RECIPE, train_temporal: str = RECIPE, spatial_per_clip: str = RECIPE,
-              checkpoint_every: int = -1, validation_prompt: str = "", validation_every: int = 0, seed: int = 0,
-              mixed_precision: str = "auto", appearance=None):
+              checkpoint_every: int = -1, validation_prompt: str = "", validation_every: int = 0,
+              validation_steps: int = 20, seed: int = 0, mixed_precision: str = "auto", appearance=None):
         import torch
 
         from motion_lora.loss_plot import render_loss_plot
@@ -136,7 +138,7 @@ class Train:
             train_spatial=train_spatial, train_temporal=train_temporal, spatial_per_clip=spatial_per_clip,
             checkpoint_every=checkpoint_every, validation_every=validation_every))
         config = replace(config, seed=seed, validation_prompt=validation_prompt.strip(),
-                         mixed_precision=_precision(mixed_precision, model.model))
+                         validation_steps=validation_steps, mixed_precision=_precision(mixed_precision, model.model))
         run_dir = lora_folder.new_run_dir(run_name)
 
         progress = comfy.Progress(config.steps)

@@ -425,19 +425,15 @@ def test_apply_refuses_wrong_path_and_wrong_model(loaded):
             lora=LoraAdapter("temporal", 4, 4.0, renamed, fingerprint="other-arch"))
 
 
-def test_sample_outputs_frames_and_fps_and_noise_prior(loaded, monkeypatch):
-    import motion_lora.sampling
-
+def test_sample_outputs_frames_and_fps_and_noise_prior(loaded):
     frames, fps = run("MotionDirectorSample", model=loaded, prompt="a square", width=64, height=64, frames=4,
                       steps=1, fps=12.0)
     assert frames.shape == (4, 64, 64, 3) and frames.dtype == torch.float32 and 0 <= frames.min() <= frames.max() <= 1
     assert fps == 12.0 and isinstance(fps, float)
     with pytest.raises(ValueError, match="reference"):
         sample(loaded, noise_prior=0.5)
-    full = motion_lora.sampling.sample  # the official 50 inversion steps are the sampler's to test; 2 here
-    monkeypatch.setattr(motion_lora.sampling, "sample", lambda *a, **k: full(*a, **{**k, "inversion_steps": 2}))
     reference = inference_frames(2)
-    prior = sample(loaded, noise_prior=0.5, reference=reference, scheduler="euler")
+    prior = sample(loaded, noise_prior=0.5, reference=reference, scheduler="euler", inversion_steps=2)
     assert prior.shape == (2, 64, 64, 3) and not torch.equal(prior, sample(loaded, scheduler="euler"))
 
 
@@ -464,3 +460,20 @@ def test_load_official_checkpoint(loaded, models_dir):
     with pytest.raises(ValueError, match="spatial"):
         run("MotionDirectorLoadOfficialLora", model=loaded, checkpoint="official/checkpoint-100",
             kind="appearance (spatial)")
+
+
+# --- loss curve ------------------------------------------------------------------------------
+
+
+def test_loss_plot_draws_the_history():
+    from motion_lora.loss_plot import loss_series, render_loss_plot
+
+    flat = [{"step": i + 1, "loss_temporal": 1.0 / (i + 1), "loss_spatial": 0.5} for i in range(20)]
+    nested = [{"step": i + 1, "losses": {"temporal": 0.2 + 0.01 * i}} for i in range(20)]
+    assert set(loss_series(flat)) == {"loss_temporal", "loss_spatial"} and loss_series(flat)["loss_spatial"][3] == (4, 0.5)
+    assert loss_series(nested)["temporal"][-1] == (20, pytest.approx(0.39))
+    a, b, empty = render_loss_plot(flat), render_loss_plot(nested), render_loss_plot([])
+    assert a.shape == b.shape == empty.shape == (1, 384, 768, 3)
+    assert not torch.equal(a, b) and not torch.equal(a, empty)
+    red = (a[0, :, :, 0] > 0.7) & (a[0, :, :, 1] < 0.35)  # the second series' colour is drawn
+    assert red.sum() > 50
