@@ -84,6 +84,8 @@ def find_official_files(path: str | Path, kind: str | None = None) -> list[tuple
     if path.name == "lora" and path.parent.name in KINDS:  # checkpoint-N/temporal/lora
         path = path.parent
     if path.name in KINDS:
+        if kind not in (None, path.name):
+            raise OfficialCheckpointError(f"{path} is a {path.name} folder but kind={kind!r} was asked for")
         return [(path.name, _unet_file(path))]
     found = [(k, _unet_file(path / k)) for k in KINDS if (path / k).is_dir() and (kind is None or k == kind)]
     if not found:
@@ -128,7 +130,7 @@ def read_official_list(path: str | Path) -> list[torch.Tensor]:
         ) from e
     except Exception as e:  # a truncated or foreign file: zip errors of many kinds
         raise OfficialCheckpointError(
-            f"{path} is not a readable PyTorch file ({type(e).__name__}: {str(e).splitlines()[0]}); "
+            f"{path} is not a readable PyTorch file ({type(e).__name__}: {(str(e).splitlines() or [''])[0]}); "
             "re-download or re-save it"
         ) from e
     if not isinstance(content, (list, tuple)) or not all(isinstance(t, torch.Tensor) for t in content):
@@ -262,10 +264,11 @@ def _read_safetensors(path: Path) -> list[torch.Tensor]:
     if named and all(pairs.values()):
         models = sorted({m["model"] for m in pairs.values()})
         if len(models) > 1:  # a file holding UNet and text-encoder LoRAs: keep the UNet's
-            models = [m for m in models if "unet" in m]
-            if len(models) != 1:
-                raise OfficialCheckpointError(f"{path} holds LoRAs of several models ({', '.join(sorted(pairs))[:200]}); "
+            unet_models = [m for m in models if "unet" in m]
+            if len(unet_models) != 1:
+                raise OfficialCheckpointError(f"{path} holds LoRAs of several models ({', '.join(models)}); "
                                               "expected one UNet LoRA")
+            models = unet_models
         keys = [k for k, m in pairs.items() if m["model"] == models[0]]
         keys.sort(key=lambda k: (int(pairs[k]["index"]), pairs[k]["side"] != "up"))  # up before down
         return [named[k] for k in keys]

@@ -299,12 +299,12 @@ def test_dropout_varies_in_train_mode_only(unet):
 # --- refusing what does not fit ---------------------------------------------------------------
 
 def test_check_fits_refuses_another_model(unet):
-    wider = meta_unet(**{**dict(block_out_channels=(48, 96), down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
-                                up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"), layers_per_block=1,
-                                cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8, sample_size=8)})
-    same_names = random_adapter(wider, "temporal")
+    from motion_lora.tiny import UNET_CONFIG
+
+    same_names = random_adapter(meta_unet(**{**UNET_CONFIG, "block_out_channels": (48, 96)}), "temporal")
     assert same_names.targets == BACKBONE.temporal_targets(unet)  # same layout, other widths
-    with pytest.raises(AdapterMismatchError, match=r"made for another model: layer .*temp_attentions.* is 32->32 here but the adapter expects 48->48"):
+    with pytest.raises(AdapterMismatchError,
+                       match=r"made for another model: layer .*temp_attentions.* is 32->32 here but the adapter expects 48->48"):
         check_fits(same_names, unet, BACKBONE)
     zeroscope = meta_unet(**ZEROSCOPE_UNET_CONFIG)
     with pytest.raises(AdapterMismatchError, match=r"made for another model .* Use a LoRA trained on the same base model"):

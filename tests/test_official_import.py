@@ -251,6 +251,10 @@ def test_safetensors_variant_reads_in_numeric_order(model, tmp_path):
         (adapter,) = import_official(path, model)
         with applied(model.unet, model.backbone, [(adapter, 1.0)]):
             torch.testing.assert_close(run(model.unet, model.backbone), reference, atol=2e-5, rtol=1e-4)
+    with_text = {**named, "text_encoder:0:up": torch.zeros(2, RANK), "text_encoder:0:down": torch.zeros(RANK, 2)}
+    save_file(with_text, str(folder / "100_unet.safetensors"))  # a UNet and a text-encoder LoRA in one file
+    (adapter,) = import_official(folder.parent, model)
+    assert len(adapter.targets) == 50
     save_file({"weird_key": torch.zeros(1)}, str(numbered / "unet.safetensors"))
     with pytest.raises(OfficialCheckpointError, match="not an official MotionDirector LoRA"):
         import_official(numbered, model)
