@@ -1,0 +1,87 @@
+"""The command line: train, sample, info and demo on the tiny model, as a user would call them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import synthetic_clip
+from motion_lora.cli import main
+from motion_lora.lora_file import read_metadata
+from motion_lora.video_io import read_video, write_video
+
+SMALL = ["--frames", "4", "--width", "64", "--height", "64"]
+
+
+@pytest.fixture()
+def clip_file(tmp_path):
+    return write_video(synthetic_clip(frames=10), tmp_path / "clip.mp4", fps=8)
+
+
+def test_train_then_sample_with_the_motion_lora(tmp_path, clip_file, capsys):
+    run = tmp_path / "run"
+    code = main(["train", "--model", "tiny", "--data", str(clip_file), "--prompt", "a square moves",
+                 "--output", str(run), "--steps", "2", "--rank", "4", "--checkpoint-every", "1", *SMALL])
+    assert code == 0
+    motion = run / "motion.safetensors"
+    meta = read_metadata(motion)
+    assert meta["kind"] == "temporal" and meta["rank"] == "4"
+    assert meta["training"]["steps"] == 2 and meta["training"]["prompts"] == ["a square moves"]
+    assert (run / "appearance.safetensors").is_file()
+
+    out = tmp_path / "sample.mp4"
+    code = main(["sample", "--model", "tiny", "--prompt", "a dog", "--motion", str(motion), "--steps", "2",
+                 "--frames", "4", "--width", "64", "--height", "64", "--output", str(out)])
+    assert code == 0
+    frames, _ = read_video(out)
+    assert frames.shape == (4, 64, 64, 3)
+
+    capsys.readouterr()
+    assert main(["info", str(motion)]) == 0
+    printed = capsys.readouterr().out
+    assert json.loads(printed[printed.index("{"):])["kind"] == "temporal"
+
+
+def test_train_reads_a_yaml_config_and_flags_override_it(tmp_path, clip_file):
+    config = tmp_path / "run.yaml"
+    config.write_text(f"model: tiny\ndata: {clip_file}\nprompt: from the file\nrecipe: single-video\n"
+                      f"steps: 5\nrank: 2\nnum_frames: 4\nwidth: 64\nheight: 64\noutput: {tmp_path / 'run'}\n")
+    assert main(["train", "--config", str(config), "--steps", "1"]) == 0
+    settings = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert settings["steps"] == 1 and settings["rank"] == 2 and settings["prompts"] == ["from the file"]
+
+
+def test_train_refuses_an_existing_run_folder(tmp_path, clip_file, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "motion.safetensors").write_bytes(b"precious")
+    code = main(["train", "--model", "tiny", "--data", str(clip_file), "--output", str(run), "--steps", "1", *SMALL])
+    assert code == 2
+    assert str(run) in capsys.readouterr().err
+    assert (run / "motion.safetensors").read_bytes() == b"precious"
+
+
+def test_sample_refuses_a_spatial_lora_as_motion(tmp_path, clip_file):
+    run = tmp_path / "run"
+    assert main(["train", "--model", "tiny", "--data", str(clip_file), "--output", str(run), "--steps", "1",
+                 "--rank", "2", *SMALL]) == 0
+    with pytest.raises(SystemExit, match="temporal"):
+        main(["sample", "--model", "tiny", "--prompt", "x", "--motion", str(run / "appearance.safetensors"),
+              "--output", str(tmp_path / "x.mp4")])
+
+
+def test_bad_data_path_is_a_clear_error(tmp_path, capsys):
+    code = main(["train", "--model", "tiny", "--data", str(tmp_path / "missing.mp4"), "--output",
+                 str(tmp_path / "run"), "--steps", "1"])
+    assert code == 2
+    assert "missing.mp4" in capsys.readouterr().err
+
+
+def test_demo_trains_and_writes_a_video(tmp_path, clip_file):
+    from motion_lora.demo import run_demo
+
+    paths = run_demo(tmp_path / "demo", clip=clip_file, steps=2)
+    frames, _ = read_video(paths["video"])
+    assert frames.shape[0] == 8 and frames.shape[-1] == 3
+    assert read_metadata(paths["motion"])["kind"] == "temporal"
