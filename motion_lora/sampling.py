@@ -9,6 +9,7 @@ cancelled between steps.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from typing import Callable, Sequence
 
@@ -88,6 +89,17 @@ def _step_kwargs(scheduler, generator: torch.Generator) -> dict:
     return {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
 
 
+def _start_noise(model: VideoModel, shape: tuple[int, ...], generator: torch.Generator, noise_prior: float,
+                 reference, inversion_steps: int, progress: Progress | None, cancel: Cancel | None) -> torch.Tensor:
+    """Unit-variance starting noise on the CPU: the seed's noise, mixed with the inverted reference when p > 0."""
+    noise = torch.randn(shape, generator=generator, dtype=torch.float32)  # on the CPU: same seed, same video anywhere
+    if noise_prior == 0:
+        return noise
+    clean = _reference_latents(model, reference, shape, generator)
+    inverted = ddim_invert(model, clean, inversion_steps, progress=progress, cancel=cancel)
+    return mix_noise_prior(inverted.cpu(), noise, noise_prior, model.backbone.frame_axis())
+
+
 @torch.no_grad()
 def sample_latents(model: VideoModel, prompt: str, negative_prompt: str = "", *, width: int = 384,
                    height: int = 384, frames: int = 16, steps: int = 30, guidance: float = 12.0, seed: int = 0,
@@ -97,52 +109,31 @@ def sample_latents(model: VideoModel, prompt: str, negative_prompt: str = "", *,
                    progress: Progress | None = None, cancel: Cancel | None = None) -> torch.Tensor:
     """Denoised fp32 latents of one clip in the backbone's layout, on the model's device (see `sample`)."""
     shape = _check_inputs(model, width, height, frames, steps, noise_prior, reference)
-    if adapters is None:
-        return _denoise(model, prompt, negative_prompt, shape, steps, guidance, seed, scheduler,
-                        noise_prior, reference, inversion_steps, progress, cancel)
-    with applied(model.unet, model.backbone, adapters):
-        return _denoise(model, prompt, negative_prompt, shape, steps, guidance, seed, scheduler,
-                        noise_prior, reference, inversion_steps, progress, cancel)
-
-
-def _denoise(model: VideoModel, prompt: str, negative_prompt: str, shape: tuple[int, ...], steps: int,
-             guidance: float, seed: int, scheduler_name: str, noise_prior: float, reference,
-             inversion_steps: int, progress: Progress | None, cancel: Cancel | None) -> torch.Tensor:
-    scheduler = make_scheduler(scheduler_name, model.scheduler_config)
-    device = model.device
-    unet_dtype = next(model.unet.parameters()).dtype
+    scheduler = make_scheduler(scheduler, model.scheduler_config)
     use_cfg = guidance > 1.0
-    inverting = noise_prior > 0
-    total = steps + (inversion_steps if inverting else 0)
-
-    # text: [uncond, cond] in one batch, as TextToVideoSDPipeline concatenates them
-    text = model.encode_prompt([negative_prompt, prompt] if use_cfg else [prompt]).to(unet_dtype)
-
-    # initial noise, drawn on the CPU so a seed means the same video on every device
-    generator = torch.Generator("cpu").manual_seed(int(seed))
-    noise = torch.randn(shape, generator=generator, dtype=torch.float32)
-    if inverting:
-        clean = _reference_latents(model, reference, shape, generator)
-        report = None if progress is None else (lambda i, _n: progress(i, total))
-        inverted = ddim_invert(model, clean, inversion_steps, progress=report, cancel=cancel)
-        noise = mix_noise_prior(inverted.cpu(), noise, noise_prior, model.backbone.frame_axis())
-    scheduler.set_timesteps(steps, device=device)
-    latents = noise.to(device) * scheduler.init_noise_sigma
-    step_kwargs = _step_kwargs(scheduler, generator)
-
-    done = total - steps
-    for i, t in enumerate(scheduler.timesteps):
-        if cancel is not None and cancel():
-            raise SamplingCancelled(f"sampling cancelled at step {i}/{steps}")
-        x = scheduler.scale_model_input(latents, t).to(unet_dtype)
-        x = torch.cat([x, x]) if use_cfg else x
-        eps = model.backbone.predict(model.unet, x, t, text).float()
-        if use_cfg:
-            eps_uncond, eps_cond = eps.chunk(2)
-            eps = eps_uncond + guidance * (eps_cond - eps_uncond)
-        latents = scheduler.step(eps, t, latents, **step_kwargs).prev_sample
-        if progress is not None:
-            progress(done + i + 1, total)
+    inversion = inversion_steps if noise_prior > 0 else 0
+    total = inversion + steps
+    report = None if progress is None else (lambda i, _n: progress(i, total))
+    unet_dtype = next(model.unet.parameters()).dtype
+    with contextlib.nullcontext() if adapters is None else applied(model.unet, model.backbone, adapters):
+        # [uncond, cond] in one batch, as TextToVideoSDPipeline concatenates them
+        text = model.encode_prompt([negative_prompt, prompt] if use_cfg else [prompt]).to(unet_dtype)
+        generator = torch.Generator("cpu").manual_seed(int(seed))
+        noise = _start_noise(model, shape, generator, noise_prior, reference, inversion_steps, report, cancel)
+        scheduler.set_timesteps(steps, device=model.device)
+        latents = noise.to(model.device) * scheduler.init_noise_sigma
+        step_kwargs = _step_kwargs(scheduler, generator)
+        for i, t in enumerate(scheduler.timesteps):
+            if cancel is not None and cancel():
+                raise SamplingCancelled(f"sampling cancelled at step {i}/{steps}")
+            x = scheduler.scale_model_input(latents, t).to(unet_dtype)
+            pred = model.backbone.predict(model.unet, torch.cat([x, x]) if use_cfg else x, t, text).float()
+            if use_cfg:
+                pred_uncond, pred_cond = pred.chunk(2)
+                pred = pred_uncond + guidance * (pred_cond - pred_uncond)
+            latents = scheduler.step(pred, t, latents, **step_kwargs).prev_sample  # scheduler math in fp32
+            if report is not None:
+                report(inversion + i + 1, total)
     return latents
 
 
@@ -157,7 +148,8 @@ def sample(model: VideoModel, prompt: str, negative_prompt: str = "", *, width: 
       a list of `(LoraAdapter, strength)` runs with exactly those and leaves the UNet unchanged.
     - `guidance` <= 1 runs the conditional branch only (one UNet call per step).
     - `noise_prior` p in [0, 1] starts from `sqrt(p) * ddim_invert(reference) + sqrt(1-p) * noise`;
-      `reference` is frames `[F, H, W, 3]` or latents, resized to the requested size if needed.
+      `reference` is frames `[F, H, W, 3]` or latents, resized to the requested size if needed. The
+      inversion runs with the adapters applied, as the official sampler does.
     - `progress(step, total)` after every step (inversion steps included in `total` when inverting);
       `cancel()` is polled before every step and raises `SamplingCancelled` when it returns True.
     """
