@@ -14,12 +14,16 @@ from . import comfy
 from .common import CATEGORY, CLIPS
 
 SIZE = {"min": 64, "max": 2048, "step": 8}
-OUTPUTS = dict(
-    RETURN_TYPES=(CLIPS, "IMAGE"),
-    RETURN_NAMES=("clips", "preview"),
-    OUTPUT_TOOLTIPS=("The training clips (the previous ones first, then these).",
-                     "The new clips' frames after sampling, resizing and cropping: what training sees."),
-)
+
+
+class _ClipsNode:
+    """What every clips node outputs."""
+
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (CLIPS, "IMAGE")
+    RETURN_NAMES = ("clips", "preview")
+    OUTPUT_TOOLTIPS = ("The training clips (the previous ones first, then these).",
+                       "The new clips' frames after sampling, resizing and cropping: what training sees.")
 
 
 def _prompt(tooltip: str) -> tuple:
@@ -62,7 +66,8 @@ def preview(clips) -> "torch.Tensor":
     for clip in clips:
         f = clip.frames
         if f.shape[1:3] != (h, w):
-            f = F.interpolate(f.permute(0, 3, 1, 2), size=(h, w), mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
+            f = F.interpolate(f.permute(0, 3, 1, 2), size=(h, w), mode="bilinear", align_corners=False)
+            f = f.permute(0, 2, 3, 1)
         frames.append(f)
     return torch.cat(frames).clamp(0, 1)
 
@@ -71,12 +76,10 @@ def _out(previous, new):
     return (list(previous or []) + list(new), preview(new))
 
 
-class ClipFromFrames:
+class ClipFromFrames(_ClipsNode):
     DESCRIPTION = ("One motion training clip from IMAGE frames: Load Video -> Get Video Components, "
                    "VideoHelperSuite's Load Video, or any batch of frames.")
-    CATEGORY = CATEGORY
     FUNCTION = "make"
-    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS = OUTPUTS["RETURN_TYPES"], OUTPUTS["RETURN_NAMES"], OUTPUTS["OUTPUT_TOOLTIPS"]
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -110,12 +113,10 @@ class ClipFromFrames:
         return _out(previous_clips, [clip])
 
 
-class ClipsFromImages:
+class ClipsFromImages(_ClipsNode):
     DESCRIPTION = ("Still-image training clips from IMAGE (Load Image, a batch of images): one 1-frame clip per "
                    "image, for appearance training (the images recipe).")
-    CATEGORY = CATEGORY
     FUNCTION = "make"
-    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS = OUTPUTS["RETURN_TYPES"], OUTPUTS["RETURN_NAMES"], OUTPUTS["OUTPUT_TOOLTIPS"]
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -128,7 +129,8 @@ class ClipsFromImages:
             "optional": dict(_PREVIOUS),
         }
 
-    def make(self, images, prompt: str, width: int = 384, height: int = 384, bucket: bool = False, previous_clips=None):
+    def make(self, images, prompt: str, width: int = 384, height: int = 384, bucket: bool = False,
+             previous_clips=None):
         from motion_lora.data import clip_from_frames
 
         clips = [clip_from_frames(images[i : i + 1], prompt=prompt, num_frames=1, width=width, height=height,
@@ -144,12 +146,10 @@ def resolve_path(path: str) -> Path:
     return comfy.input_dir() / p
 
 
-class ClipsFromPath:
+class ClipsFromPath(_ClipsNode):
     DESCRIPTION = ("Training clips from a path: a video, a folder of videos (one clip each, captions from "
                    "same-named .txt files), an image, or a folder of images.")
-    CATEGORY = CATEGORY
     FUNCTION = "load"
-    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS = OUTPUTS["RETURN_TYPES"], OUTPUTS["RETURN_NAMES"], OUTPUTS["OUTPUT_TOOLTIPS"]
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -175,7 +175,8 @@ class ClipsFromPath:
             return ""
 
     def load(self, path: str, prompt: str, num_frames: int = 16, start: int = 0, stride: int = 1,
-             target_fps: float = 0.0, width: int = 384, height: int = 384, bucket: bool = False, previous_clips=None):
+             target_fps: float = 0.0, width: int = 384, height: int = 384, bucket: bool = False,
+             previous_clips=None):
         from motion_lora.data import DataError, load_clips
 
         if not path.strip():

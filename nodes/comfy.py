@@ -134,7 +134,15 @@ class Progress:
         if self.bar is None:
             return
         preview = ("JPEG", to_pil(preview_frames), 512) if preview_frames is not None else None
-        self.bar.update_absolute(step, self.total, preview)
+        mm = _model_management()
+        try:
+            self.bar.update_absolute(step, self.total, preview)
+        except Exception as e:
+            if mm is None or not isinstance(e, mm.InterruptProcessingException):
+                raise
+            # ComfyUI's progress hook reports Cancel by raising (and clearing the flag). Set it again
+            # so the loop that owns this bar stops at its own safe point: training saves a checkpoint.
+            mm.interrupt_current_processing(True)
 
 
 def to_pil(frames):

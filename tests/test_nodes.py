@@ -331,7 +331,8 @@ def test_save_lora_stays_in_its_folder(trained, models_dir):
 
 
 def test_cancel_stops_training_and_saves_a_checkpoint(loaded, models_dir, monkeypatch):
-    """A stand-in for ComfyUI's interrupt flag and progress bar: Cancel is pressed once step 1 is reported."""
+    """A stand-in for ComfyUI's interrupt flag and progress bar (whose hook raises on Cancel, as main.py's does):
+    Cancel is pressed once step 1 is reported."""
     state = {"interrupted": False, "unloaded": 0, "updates": []}
 
     class ProgressBar:
@@ -341,7 +342,10 @@ def test_cancel_stops_training_and_saves_a_checkpoint(loaded, models_dir, monkey
         def update_absolute(self, value, total=None, preview=None):
             state["updates"].append((value, total, preview))
             if value >= 1:
-                state["interrupted"] = True
+                state["interrupted"] = True  # the user presses Cancel
+            if state["interrupted"]:  # ComfyUI's progress hook raises then, and clears the flag
+                state["interrupted"] = False
+                raise mm.InterruptProcessingException()
 
     mm = types.SimpleNamespace(
         processing_interrupted=lambda: state["interrupted"],
