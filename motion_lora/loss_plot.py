@@ -44,7 +44,8 @@ def _label(value: float) -> str:
     return f"{value:.3g}"
 
 
-def render_loss_plot(history: Sequence[dict], width: int = 768, height: int = 384, title: str = "training loss") -> torch.Tensor:
+def render_loss_plot(history: Sequence[dict], width: int = 768, height: int = 384,
+                     title: str = "training loss") -> torch.Tensor:
     """The curves as a float image `[1, height, width, 3]` in 0..1 (ComfyUI's IMAGE layout)."""
     from PIL import Image, ImageDraw
 

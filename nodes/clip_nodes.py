@@ -42,7 +42,8 @@ def _sizes() -> dict:
 
 def _sampling() -> dict:
     return {
-        "num_frames": ("INT", {"default": 16, "min": 1, "max": 256, "tooltip": "Frames per clip (16 as MotionDirector)."}),
+        "num_frames": ("INT", {"default": 16, "min": 1, "max": 256,
+                               "tooltip": "Frames per clip (16 as MotionDirector)."}),
         "start": ("INT", {"default": 0, "min": 0, "max": 100000, "tooltip": "First frame to use."}),
         "stride": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Take every stride-th frame "
                            "(ignored when target_fps is set)."}),

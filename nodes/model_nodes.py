@@ -23,7 +23,8 @@ def video_model_names() -> list[str]:
             if is_video_model_folder(folder):
                 names.add(folder.name)
             elif folder.is_dir():
-                names.update(f"{folder.name}/{sub.name}" for sub in sorted(folder.iterdir()) if is_video_model_folder(sub))
+                subs = sorted(folder.iterdir())
+                names.update(f"{folder.name}/{sub.name}" for sub in subs if is_video_model_folder(sub))
     return sorted(names)
 
 

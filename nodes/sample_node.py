@@ -30,7 +30,8 @@ class Sample:
                                                "tooltip": "What to steer away from (empty: unconditional)."}),
                 "width": ("INT", {"default": 384, **SIZE, "tooltip": "Video width in pixels (multiple of 8)."}),
                 "height": ("INT", {"default": 384, **SIZE, "tooltip": "Video height in pixels (multiple of 8)."}),
-                "frames": ("INT", {"default": 16, "min": 1, "max": 256, "tooltip": "Number of frames (16 as trained)."}),
+                "frames": ("INT", {"default": 16, "min": 1, "max": 256,
+                                   "tooltip": "Number of frames (16 as trained)."}),
                 "steps": ("INT", {"default": 30, "min": 1, "max": 500, "tooltip": "Denoising steps."}),
                 "cfg": ("FLOAT", {"default": 12.0, "min": 0.0, "max": 50.0, "step": 0.5, "round": 0.01,
                                   "tooltip": "Classifier-free guidance scale (MotionDirector uses 12; 1 or less: "

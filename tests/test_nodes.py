@@ -24,7 +24,8 @@ def load_pack():
     """Import the pack the way ComfyUI's load_custom_node does: its folder's __init__.py as a package."""
     if PACK_NAME in sys.modules:
         return sys.modules[PACK_NAME]
-    spec = importlib.util.spec_from_file_location(PACK_NAME, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+    spec = importlib.util.spec_from_file_location(PACK_NAME, ROOT / "__init__.py",
+                                                  submodule_search_locations=[str(ROOT)])
     module = importlib.util.module_from_spec(spec)
     sys.modules[PACK_NAME] = module
     spec.loader.exec_module(module)
@@ -258,7 +259,8 @@ def test_train_outputs_both_loras_and_a_loss_curve(trained, loaded):
     assert isinstance(appearance, LoraAdapter) and appearance.kind == "spatial"
     assert curve.dim() == 4 and curve.shape[0] == 1 and curve.shape[-1] == 3 and 0 <= curve.min() <= curve.max() <= 1
     assert Path(run_folder) == models / "motion_director" / "square"
-    assert (Path(run_folder) / "motion.safetensors").is_file() and (Path(run_folder) / "appearance.safetensors").is_file()
+    assert (Path(run_folder) / "motion.safetensors").is_file()
+    assert (Path(run_folder) / "appearance.safetensors").is_file()
     assert loaded.adapters == () and not list(_lora_layers(loaded))  # the shared model is as it was
 
 
@@ -370,10 +372,11 @@ def test_cancel_stops_training_and_saves_a_checkpoint(loaded, models_dir, monkey
     import motion_lora.training
 
     preview_frames = synthetic_clip(4, 64, 64)
-    monkeypatch.setattr(motion_lora.training, "_preview", lambda *args: preview_frames)  # the trainer's own test covers it
+    # the validation sample itself is the trainer's to test; here only its way to the progress bar
+    monkeypatch.setattr(motion_lora.training, "_preview", lambda *args: preview_frames)
     with pytest.raises(TrainingCancelled, match=r"cancelled at step 1, saved to .*checkpoint-000001") as info:
-        run("MotionDirectorTrain", model=loaded, clips=clips, run_name="stopped", steps=50, rank=4, checkpoint_every=100,
-            validation_prompt="a square", validation_every=1)
+        run("MotionDirectorTrain", model=loaded, clips=clips, run_name="stopped", steps=50, rank=4,
+            checkpoint_every=100, validation_prompt="a square", validation_every=1)
     assert (info.value.checkpoint / "temporal.safetensors").is_file()
     assert info.value.checkpoint.parent == models_dir / "motion_director" / "stopped"
     assert state["unloaded"] == 1 and state["updates"][0] == (1, 50, None)
@@ -474,7 +477,8 @@ def test_loss_plot_draws_the_history():
 
     flat = [{"step": i + 1, "loss_temporal": 1.0 / (i + 1), "loss_spatial": 0.5} for i in range(20)]
     nested = [{"step": i + 1, "losses": {"temporal": 0.2 + 0.01 * i}} for i in range(20)]
-    assert set(loss_series(flat)) == {"loss_temporal", "loss_spatial"} and loss_series(flat)["loss_spatial"][3] == (4, 0.5)
+    assert set(loss_series(flat)) == {"loss_temporal", "loss_spatial"}
+    assert loss_series(flat)["loss_spatial"][3] == (4, 0.5)
     assert loss_series(nested)["temporal"][-1] == (20, pytest.approx(0.39))
     a, b, empty = render_loss_plot(flat), render_loss_plot(nested), render_loss_plot([])
     assert a.shape == b.shape == empty.shape == (1, 384, 768, 3)
