@@ -485,3 +485,14 @@ def test_loss_plot_draws_the_history():
     assert not torch.equal(a, b) and not torch.equal(a, empty)
     red = (a[0, :, :, 0] > 0.7) & (a[0, :, :, 1] < 0.35)  # the second series' colour is drawn
     assert red.sum() > 50
+
+
+def test_train_widgets_override_the_recipe_only_when_set():
+    from motion_lora.training import TrainConfig
+
+    overrides = sys.modules[f"{PACK_NAME}.nodes.train_node"].overrides
+    assert overrides(steps=-1, spatial_lr=-1.0, train_spatial="recipe", spatial_per_clip="recipe") == {}
+    chosen = overrides(steps=7, beta=0.0, temporal_lr=1e-4, train_temporal="off", spatial_per_clip="on")
+    assert chosen == {"steps": 7, "beta": 0.0, "temporal_lr": 1e-4, "train_temporal": False, "spatial_per_clip": True}
+    config = TrainConfig.from_recipe("multi-video", **chosen)
+    assert (config.steps, config.beta, config.train_temporal, config.checkpoint_every) == (7, 0.0, False, 100)
