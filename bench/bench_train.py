@@ -143,7 +143,7 @@ def run_one(name: str, args) -> dict:
     if spec["reference"]:
         reference_train(model, clip, args.steps, spec["cache"], args.rank, mark)
     else:
-        amp = ("fp16" if cuda else "bf16") if spec["amp"] else "no"
+        amp = (args.amp or ("fp16" if cuda else "bf16")) if spec["amp"] else "no"
         config = TrainConfig(steps=args.steps, rank=args.rank, gradient_checkpointing=spec["checkpointing"],
                              mixed_precision=amp, checkpoint_every=10**9)
         train(model, [Clip(clip, "a car driving along a road", "bench")], config,
@@ -173,6 +173,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="training steps per configuration (the first is warm-up)")
     parser.add_argument("--rank", type=int, default=32)
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"], help="base weights' dtype")
+    parser.add_argument("--amp", choices=["fp16", "bf16"], help="autocast dtype of the +amp configurations "
+                        "(default: fp16 on CUDA, bf16 on CPU)")
     parser.add_argument("--config", nargs="*", default=list(CONFIGS), choices=list(CONFIGS),
                         help="which configurations to run (default: all)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
@@ -186,8 +188,8 @@ def main() -> None:
 
     print(f"{args.device}, {Path(args.unet_config).name}, {args.frames} frames of {args.size}x{args.size} px, "
           f"rank {args.rank}, weights {args.dtype}, {args.steps} steps per configuration")
-    print(f"{'configuration':<16}{'s/step':>9}{'peak GB':>9}{'speed-up':>10}{'memory':>9}")
-    base = None
+    print(f"{'configuration':<16}{'s/step':>9}{'peak GB':>9}")
+    results = {}
     for name in args.config:
         cmd = [sys.executable, __file__, "--worker", name] + [a for a in sys.argv[1:] if a != "--config"
                                                               and a not in CONFIGS]
@@ -196,10 +198,13 @@ def main() -> None:
         if line is None:
             print(f"{name:<16} failed:\n{proc.stderr[-2000:]}")
             continue
-        r = json.loads(line[len("RESULT "):])
-        base = base or (r if name == "baseline" else None)
-        ratio = f"{base['step_s'] / r['step_s']:>9.2f}x{r['peak_gb'] / base['peak_gb']:>8.2f}x" if base else ""
-        print(f"{name:<16}{r['step_s']:>9.2f}{r['peak_gb']:>9.2f}{ratio}", flush=True)
+        results[name] = r = json.loads(line[len("RESULT "):])
+        print(f"{name:<16}{r['step_s']:>9.2f}{r['peak_gb']:>9.2f}", flush=True)
+    base = results.get("baseline")
+    if base:
+        print(f"\nagainst baseline: {'configuration':<16}{'speed-up':>10}{'memory':>9}")
+        for name, r in results.items():
+            print(f"{'':<18}{name:<16}{base['step_s'] / r['step_s']:>9.2f}x{r['peak_gb'] / base['peak_gb']:>8.2f}x")
 
 
 if __name__ == "__main__":

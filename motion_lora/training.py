@@ -173,6 +173,7 @@ def train(model: "VideoModel", clips: Sequence["Clip"], config: TrainConfig, run
     python_rng = random.getstate()
     fork_devices = [device] if device.type == "cuda" else []
     injected: list[str] = []
+    optimizers: dict[str, torch.optim.Optimizer] = {}
     try:
         with torch.random.fork_rng(devices=fork_devices):  # the caller's global RNG is untouched by the run
             # 1. cache latents and text embeddings once; the VAE and text encoder may then leave the GPU
@@ -195,11 +196,11 @@ def train(model: "VideoModel", clips: Sequence["Clip"], config: TrainConfig, run
                                 dropout=config.dropout)
                 injected.append(TEMPORAL)
             params = {name: adapters.adapter_parameters(unet, [name]) for name in injected}
-            optimizers = {
+            optimizers.update({
                 name: torch.optim.AdamW(params[name], lr=config.temporal_lr if name == TEMPORAL else config.spatial_lr,
                                         betas=(0.9, 0.999), eps=1e-8, weight_decay=config.weight_decay)
                 for name in injected
-            }
+            })
             scaler = torch.amp.GradScaler(device.type, enabled=config.mixed_precision == "fp16" and device.type == "cuda")
             generator = torch.Generator().manual_seed(config.seed + rank)  # noise, timesteps, frames, anchors, masks
             torch.manual_seed(config.seed + rank)  # LoRA dropout and the UNet's own dropout
@@ -302,6 +303,7 @@ def train(model: "VideoModel", clips: Sequence["Clip"], config: TrainConfig, run
                 run_folder.save_final(run_dir, result.temporal, result.spatial)
             return result
     finally:
+        optimizers.clear()  # a caller holding a TrainingCancelled must not keep the optimizer state alive
         for name in injected:
             adapters.remove(unet, name)
         saved.restore(model)
