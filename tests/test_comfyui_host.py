@@ -38,8 +38,17 @@ pytestmark = pytest.mark.skipif(
     reason="set COMFYUI_DIR to a ComfyUI checkout (and COMFYUI_PYTHON to its python); see tests/comfyui_host_setup.sh",
 )
 
-START_TIMEOUT = 180  # seconds until /object_info answers (a loaded 2-core box imports slowly)
-PROMPT_TIMEOUT = 120  # seconds for one shrunk workflow
+START_TIMEOUT = 120  # seconds until /object_info answers (a loaded 2-core box imports slowly)
+PROMPT_TIMEOUT = 180  # seconds for one shrunk workflow (a few seconds alone; far more on a busy box)
+MODULE_BUDGET = 300  # seconds for the whole module, server start included: a hang fails, it never stalls CI
+_clock = {"start": 0.0}  # set when the server fixture starts
+
+
+def time_left(wanted: float) -> float:
+    left = MODULE_BUDGET - (time.monotonic() - _clock["start"])
+    if left <= 0:
+        pytest.fail(f"the host test is over its {MODULE_BUDGET}s budget")
+    return min(wanted, left)
 SIZE, FRAMES, SAMPLE_STEPS, TRAIN_STEPS = 64, 8, 2, 3
 
 
@@ -66,7 +75,7 @@ class Server:
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(cmd, cwd=COMFYUI_DIR, stdout=log, stderr=subprocess.STDOUT, env=env,
                                          start_new_session=True)
-        deadline = time.monotonic() + START_TIMEOUT
+        deadline = time.monotonic() + time_left(START_TIMEOUT)
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ComfyUI exited with {self.proc.returncode} while starting:\n{self.log_tail()}")
@@ -112,6 +121,7 @@ class Server:
 
     def wait(self, prompt_id: str, timeout: float = PROMPT_TIMEOUT) -> dict:
         """The prompt's /history entry once it has finished (successfully or not)."""
+        timeout = time_left(timeout)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             entry = self.get(f"/history/{prompt_id}").get(prompt_id)
@@ -185,6 +195,17 @@ for i, path in enumerate(args["images"]):
 print("{}")
 """
 
+PROBE = r"""
+import json, sys
+import av
+out = []
+for path in json.load(sys.stdin):
+    with av.open(path) as box:
+        frames = [f for f in box.decode(video=0)]
+        out.append([len(frames), frames[0].width, frames[0].height])
+print(json.dumps(out))
+"""
+
 CONVERT = r"""
 import json, sys
 from comfy_cli.workflow_to_api import convert_ui_to_api
@@ -197,6 +218,7 @@ print(json.dumps(convert_ui_to_api(args["workflow"], args["object_info"])))
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
     """A running ComfyUI with our pack and synthetic media in its input folder; always stopped at the end."""
+    _clock["start"] = time.monotonic()
     base = tmp_path_factory.mktemp("comfyui_base")
     for sub in ("custom_nodes", "input", "output", "temp", "user", "models"):
         (base / sub).mkdir()
@@ -303,6 +325,7 @@ def check_outputs(host: Server, prompt: dict, entry: dict) -> None:
     """Every SaveVideo/SaveImage/PreviewImage produced files that exist and are not empty."""
     roots = {"output": host.base / "output", "temp": host.base / "temp", "input": host.base / "input"}
     outputs = entry.get("outputs", {})
+    videos = []
     for node_id, node in prompt.items():
         if node["class_type"] not in ("SaveVideo", "SaveImage", "PreviewImage", "SaveAnimatedWEBP"):
             continue
@@ -311,6 +334,10 @@ def check_outputs(host: Server, prompt: dict, entry: dict) -> None:
         for f in files:
             path = roots[f.get("type", "output")] / f.get("subfolder", "") / f["filename"]
             assert path.is_file() and path.stat().st_size > 0, f"{node['class_type']} output {path} missing or empty"
+            if node["class_type"] == "SaveVideo":
+                videos.append(str(path))
+    for path, (frames, width, height) in zip(videos, run_in_comfy_python(PROBE, videos)):
+        assert (frames, width, height) == (FRAMES, SIZE, SIZE), f"{path}: {frames} frames of {width}x{height}"
 
 
 # --- tests ----------------------------------------------------------------------------------
@@ -318,7 +345,10 @@ def test_pack_loads_and_lists_nodes(host, object_info):
     ours = sorted(k for k in object_info if k.startswith("MotionDirector"))
     log = host.log_tail(20000)
     assert ours, f"no MotionDirector node in /object_info; server log:\n{log}"
-    assert f"IMPORT FAILED" not in log or PACK_LINK not in log.split("IMPORT FAILED", 1)[1][:300], log
+    failed = [l for l in log.splitlines() if PACK_LINK in l and ("IMPORT FAILED" in l or "Cannot import" in l)]
+    assert not failed, f"ComfyUI could not import the pack: {failed}\n{log}"
+    timing = [l for l in log.splitlines() if l.strip().endswith(PACK_LINK) and "seconds:" in l]
+    assert timing and float(timing[0].split()[0]) < 2.0, f"pack import time (ComfyUI's own count): {timing}"
     assert "MotionDirectorLoadModel" in ours, ours
     tiny = combo_options(inputs_of(object_info["MotionDirectorLoadModel"])["model_name"])
     assert any(str(o).startswith("tiny") for o in tiny), tiny
@@ -366,7 +396,11 @@ def test_shipped_workflow_runs(host, object_info, loras, workflow_path):
         if node["class_type"] == "MotionDirectorTrain":
             runs = list((host.base / "models" / "motion_director").glob(node["inputs"]["run_name"] + "*"))
             assert runs, f"Train (node {node_id}) left no run folder"
-            assert any(runs[0].glob("*.safetensors")), f"no adapter saved in {runs[0]}: {list(runs[0].iterdir())}"
+            saved = sorted(f"{runs[0].name}/{f.name}" for f in runs[0].glob("*.safetensors"))
+            assert saved, f"no adapter saved in {runs[0]}: {list(runs[0].iterdir())}"
+            listed = combo_options(inputs_of(host.get("/object_info/MotionDirectorLoadLora")[
+                "MotionDirectorLoadLora"])["lora_name"])
+            assert set(saved) <= set(listed), f"Load LoRA does not list the new run's {saved} without a restart: {listed}"
         if node["class_type"] == "MotionDirectorSaveLora":
             saved = host.base / "models" / "motion_director" / (node["inputs"]["name"] + ".safetensors")
             assert saved.is_file(), f"Save LoRA (node {node_id}) did not write {saved}"
@@ -392,25 +426,27 @@ def test_cancel_training_keeps_checkpoint_and_server(host, object_info, loras):
     runs = host.base / "models" / "motion_director"
 
     prompt_id = host.queue(prompt)
-    deadline = time.monotonic() + 90
-    while not list(runs.glob("host_cancel*/history.json")) and not list(runs.glob("host_cancel*/checkpoint-*")):
-        # wait until steps are being taken: the run folder exists and the prompt is running
-        if list(runs.glob("host_cancel*")) and host.get("/queue")["queue_running"]:
-            time.sleep(3)
-            break
+    deadline = time.monotonic() + time_left(90)
+    while not list(runs.glob("host_cancel*/config.json")):  # written just before the first step
         assert time.monotonic() < deadline, f"training never started:\n{host.log_tail()}"
+        assert host.get("/queue")["queue_running"] or not host.get(f"/history/{prompt_id}"), \
+            f"training ended before Cancel: {describe_error(host.get(f'/history/{prompt_id}')[prompt_id])}"
         time.sleep(0.5)
+    time.sleep(3)  # a few steps
     t0 = time.monotonic()
     host.post("/interrupt")
     entry = host.wait(prompt_id, timeout=60)
     stopped_after = time.monotonic() - t0
     assert entry["status"]["status_str"] == "error", f"the run was not stopped: {entry['status']}"
     message = describe_error(entry)
-    assert "cancel" in message.lower(), message
     checkpoints = sorted(runs.glob("host_cancel*/checkpoint-*"))
-    assert checkpoints, f"no checkpoint after Cancel in {list(runs.glob('host_cancel*/*'))}; {message}"
+    assert checkpoints, (f"Cancel left no checkpoint: the run folder holds only "
+                         f"{[p.name for p in runs.glob('host_cancel*/*')]}; ComfyUI said: {message}")
     assert any(checkpoints[-1].glob("*.safetensors")), list(checkpoints[-1].iterdir())
-    assert str(checkpoints[-1].parent.name) in message, f"the error does not say where the checkpoint is: {message}"
+    # where it was saved reaches the user: in the error ComfyUI shows, or at least in the console
+    reported = message + host.log_tail(20000)
+    assert "cancelled at step" in reported and checkpoints[-1].parent.name in reported, \
+        f"the user is not told where the checkpoint went: {message}"
     assert stopped_after < 30, f"Cancel took {stopped_after:.1f}s to stop training"
 
     # the server is still usable: it answers and runs another (changed, so not cached) prompt
