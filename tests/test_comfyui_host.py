@@ -321,6 +321,65 @@ def shrink(prompt: dict, object_info: dict, tag: str, loras: dict[str, str]) -> 
     return prompt
 
 
+def frontend_widgets(info: dict) -> list[str]:
+    """The widget slots ComfyUI's frontend gives a node, in order, as its saved `widgets_values` holds them.
+
+    The frontend's useIntWidget adds a "control after generate" slot after every INT with
+    `control_after_generate` true, and after an INT named `seed`/`noise_seed` unless that flag
+    is explicitly false; migrateWidgetsValues only accepts lists of exactly this length.
+    """
+    slots = []
+    spec = info.get("input", {})
+    order = info.get("input_order") or {k: list(v) for k, v in spec.items()}
+    for section in ("required", "optional"):
+        for name in order.get(section, []):
+            kind, opts = spec[section][name][0], (spec[section][name] + [{}])[1] or {}
+            if not (isinstance(kind, list) or kind in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")) \
+                    or opts.get("forceInput"):
+                continue
+            slots.append(name)
+            control = opts.get("control_after_generate")
+            if kind == "INT" and (control if control is not None else name in ("seed", "noise_seed")):
+                slots.append(f"{name}:control_after_generate")
+    return slots
+
+
+def check_widget_layout(workflow: dict, object_info: dict) -> None:
+    """Our nodes' saved widget lists have the frontend's length (else values land in the wrong widgets)."""
+    for node in workflow["nodes"]:
+        if not node["type"].startswith("MotionDirector"):
+            continue
+        slots = frontend_widgets(object_info[node["type"]])
+        values = node.get("widgets_values") or []
+        assert len(values) == len(slots), (
+            f"{node['type']} (node {node['id']}) saves {len(values)} widget values {values} but the frontend "
+            f"has {len(slots)} widgets {slots}: loading the workflow shifts them")
+
+
+def check_converted_widgets(prompt: dict, object_info: dict) -> None:
+    """Each widget value of our nodes has its input's type after conversion (a shifted widget list would not).
+
+    ComfyUI's own validation turns "1" into 1 and 1 into "1", so an off-by-one widget list can slip
+    through it; this check cannot be fooled that way.
+    """
+    kinds = {"INT": int, "FLOAT": (int, float), "STRING": str, "BOOLEAN": bool}
+    for node_id, node in prompt.items():
+        if not node["class_type"].startswith("MotionDirector"):
+            continue
+        specs = inputs_of(object_info[node["class_type"]])
+        for name, value in node["inputs"].items():
+            if isinstance(value, list) or name not in specs:
+                continue
+            spec, options = specs[name], combo_options(specs[name])
+            where = f"{node['class_type']} (node {node_id}) input {name}={value!r}"
+            if options is not None:
+                if name not in ("model_name", "lora_name", "checkpoint"):  # files the user adds
+                    assert value in options, f"{where} is not one of {options}"
+            elif spec[0] in kinds:
+                assert isinstance(value, kinds[spec[0]]) and not (spec[0] != "BOOLEAN" and isinstance(value, bool)), \
+                    f"{where} is not a {spec[0]}: the workflow's widget list does not match the node's inputs"
+
+
 def check_outputs(host: Server, prompt: dict, entry: dict) -> None:
     """Every SaveVideo/SaveImage/PreviewImage produced files that exist and are not empty."""
     roots = {"output": host.base / "output", "temp": host.base / "temp", "input": host.base / "input"}
@@ -383,13 +442,20 @@ def loras(host) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("workflow_path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+def test_shipped_workflow_widget_layout(object_info, workflow_path):
+    check_widget_layout(json.loads(workflow_path.read_text()), object_info)
+
+
+@pytest.mark.parametrize("workflow_path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
 def test_shipped_workflow_runs(host, object_info, loras, workflow_path):
     info = host.get("/object_info", timeout=60)  # fresh: the LoRA combo lists files saved since the start
     for label, name in loras.items():
         options = combo_options(inputs_of(info["MotionDirectorLoadLora"])["lora_name"])
         assert name in options, f"Load LoRA does not list {name} (saved before this request): {options}"
     workflow = json.loads(workflow_path.read_text())
-    prompt = shrink(to_api(workflow, info), info, workflow_path.stem, loras)
+    api = to_api(workflow, info)
+    check_converted_widgets(api, info)
+    prompt = shrink(api, info, workflow_path.stem, loras)
     entry = host.run(prompt)
     check_outputs(host, prompt, entry)
     for node_id, node in prompt.items():
@@ -401,6 +467,12 @@ def test_shipped_workflow_runs(host, object_info, loras, workflow_path):
             listed = combo_options(inputs_of(host.get("/object_info/MotionDirectorLoadLora")[
                 "MotionDirectorLoadLora"])["lora_name"])
             assert set(saved) <= set(listed), f"Load LoRA does not list the new run's {saved} without a restart: {listed}"
+    trained = sorted(p.name for p in (host.base / "models" / "motion_director").iterdir())
+    if any(n["class_type"] == "MotionDirectorTrain" for n in prompt.values()):
+        host.run(prompt)  # the unchanged graph again: ComfyUI's cache answers, nothing trains
+        again = sorted(p.name for p in (host.base / "models" / "motion_director").iterdir())
+        assert again == trained, f"re-queueing the unchanged graph trained again: {sorted(set(again) - set(trained))}"
+    for node_id, node in prompt.items():
         if node["class_type"] == "MotionDirectorSaveLora":
             saved = host.base / "models" / "motion_director" / (node["inputs"]["name"] + ".safetensors")
             assert saved.is_file(), f"Save LoRA (node {node_id}) did not write {saved}"
@@ -451,6 +523,9 @@ def test_cancel_training_keeps_checkpoint_and_server(host, object_info, loras):
 
     # the server is still usable: it answers and runs another (changed, so not cached) prompt
     assert "MotionDirectorLoadModel" in host.get("/object_info", timeout=60)
+    # a changed training input trains again, into a new folder beside the cancelled run (never over it)
     again = copy.deepcopy(prompt)
-    again[train_id]["inputs"].update(steps=2, checkpoint_every=2, run_name="host_after_cancel")
+    again[train_id]["inputs"].update(steps=2, checkpoint_every=2)
     host.run(again)
+    assert (runs / "host_cancel_2" / "motion.safetensors").is_file(), sorted(p.name for p in runs.iterdir())
+    assert checkpoints[-1].is_dir(), "the cancelled run's checkpoint was lost"
