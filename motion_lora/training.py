@@ -211,7 +211,7 @@ def train(model: "VideoModel", clips: Sequence["Clip"], config: TrainConfig, run
             checkpoint = run_folder.latest_checkpoint(run_dir) if (run_dir is not None and resume) else None
             if checkpoint is not None:
                 step, history = _restore(checkpoint, run_dir, unet, optimizers, scaler, generator, config, rank, world)
-            elif rank == 0 and run_dir is not None:
+            if rank == 0 and run_dir is not None:  # after _restore's check: a resumed run records its new settings
                 run_dir.mkdir(parents=True, exist_ok=True)
                 run_folder.write_json(run_dir / "config.json", _run_settings(config, clips, appearance, world))
 

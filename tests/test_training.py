@@ -183,6 +183,7 @@ def test_resume_reaches_the_uninterrupted_weights(tiny_model, tmp_path):
     for k, v in weights(straight).items():
         torch.testing.assert_close(v, weights(resumed)[k], rtol=0, atol=1e-6)
     assert json.loads((tmp_path / "split" / "history.json").read_text()) == straight.history
+    assert json.loads((tmp_path / "split" / "config.json").read_text())["steps"] == 6
 
 
 def test_resume_refuses_other_adapter_settings(tiny_model, tmp_path):
