@@ -49,6 +49,8 @@ def time_left(wanted: float) -> float:
     if left <= 0:
         pytest.fail(f"the host test is over its {MODULE_BUDGET}s budget")
     return min(wanted, left)
+
+
 SIZE, FRAMES, SAMPLE_STEPS, TRAIN_STEPS = 64, 8, 2, 3
 
 
@@ -222,7 +224,8 @@ def host(tmp_path_factory):
     base = tmp_path_factory.mktemp("comfyui_base")
     for sub in ("custom_nodes", "input", "output", "temp", "user", "models"):
         (base / sub).mkdir()
-    (base / "custom_nodes" / PACK_LINK).symlink_to(ROOT, target_is_directory=True)
+    link = base / "custom_nodes" / PACK_LINK
+    link.symlink_to(ROOT, target_is_directory=True)
     media = {"videos": [str(base / "input" / "md_clip.mp4"),
                         str(base / "input" / "md_clips" / "clip_a.mp4"),
                         str(base / "input" / "md_clips" / "clip_b.mp4")],
@@ -237,6 +240,7 @@ def host(tmp_path_factory):
         yield server
     finally:
         server.stop()
+        link.unlink()  # so no later clean-up of the temp folder can reach into the repo
 
 
 @pytest.fixture(scope="module")
@@ -460,10 +464,10 @@ def test_shipped_workflow_runs(host, object_info, loras, workflow_path):
     check_outputs(host, prompt, entry)
     for node_id, node in prompt.items():
         if node["class_type"] == "MotionDirectorTrain":
-            runs = list((host.base / "models" / "motion_director").glob(node["inputs"]["run_name"] + "*"))
-            assert runs, f"Train (node {node_id}) left no run folder"
-            saved = sorted(f"{runs[0].name}/{f.name}" for f in runs[0].glob("*.safetensors"))
-            assert saved, f"no adapter saved in {runs[0]}: {list(runs[0].iterdir())}"
+            run = host.base / "models" / "motion_director" / node["inputs"]["run_name"]
+            assert run.is_dir(), f"Train (node {node_id}) left no run folder {run}"
+            saved = sorted(f"{run.name}/{f.name}" for f in run.glob("*.safetensors"))
+            assert saved, f"no adapter saved in {run}: {list(run.iterdir())}"
             listed = combo_options(inputs_of(host.get("/object_info/MotionDirectorLoadLora")[
                 "MotionDirectorLoadLora"])["lora_name"])
             assert set(saved) <= set(listed), f"Load LoRA does not list the new run's {saved} without a restart: {listed}"
