@@ -533,3 +533,26 @@ def test_cancel_training_keeps_checkpoint_and_server(host, object_info, loras):
     host.run(again)
     assert (runs / "host_cancel_2" / "motion.safetensors").is_file(), sorted(p.name for p in runs.iterdir())
     assert checkpoints[-1].is_dir(), "the cancelled run's checkpoint was lost"
+
+
+def test_bad_input_reaches_the_user_as_a_clear_error(host, loras):
+    """A Save LoRA name that leaves the folder fails in ComfyUI with a message naming the input; nothing escapes."""
+    models = host.base / "models"
+    for name in ("../escaped", str(host.base / "escaped_abs")):
+        prompt = {"1": {"class_type": "MotionDirectorLoadLora", "inputs": {"lora_name": loras["motion"]}},
+                  "2": {"class_type": "MotionDirectorSaveLora", "inputs": {"lora": ["1", 0], "name": name,
+                                                                         "overwrite": False}}}
+        entry = host.wait(host.queue(prompt), timeout=60)
+        message = describe_error(entry)
+        assert entry["status"]["status_str"] == "error" and "execution_error" in message, message
+        assert name in message and "LoRA name" in message, f"the error does not name the bad input: {message}"
+        assert not list(host.base.glob("**/escaped*")) and not list(models.parent.glob("escaped*")), \
+            f"a file was written outside models/motion_director for {name!r}"
+    # and an existing name is never replaced silently
+    prompt = {"1": {"class_type": "MotionDirectorLoadLora", "inputs": {"lora_name": loras["appearance"]}},
+              "2": {"class_type": "MotionDirectorSaveLora", "inputs": {"lora": ["1", 0], "name": "host_fixture/motion",
+                                                                     "overwrite": False}}}
+    before = (models / "motion_director" / loras["motion"]).read_bytes()
+    entry = host.wait(host.queue(prompt), timeout=60)
+    assert entry["status"]["status_str"] == "error", "Save LoRA replaced an existing file without overwrite"
+    assert (models / "motion_director" / loras["motion"]).read_bytes() == before
