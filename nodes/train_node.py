@@ -106,8 +106,8 @@ class Train:
                                      "validation prompt every N steps (0: never)."}),
                 "validation_steps": ("INT", {"default": 20, "min": 1, "max": 500, "tooltip": "Denoising steps of "
                                      "each validation sample."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "tooltip": "Seed of the whole run: "
-                                 "the same inputs and seed train the same LoRAs."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": False,
+                                 "tooltip": "Seed of the whole run: the same inputs and seed train the same LoRAs."}),
                 "mixed_precision": (PRECISIONS, {"default": "auto", "tooltip": "auto: fp16 (bf16 for a bf16 "
                                     "model) on a GPU, none on the CPU."}),
             },

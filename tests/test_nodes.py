@@ -152,9 +152,10 @@ def test_combos_follow_the_library():
 
 def test_seed_widgets():
     """Sampling seeds advance after each queue (ComfyUI's control-after-generate); training's must not, or
-    re-queueing an unchanged graph would retrain. Train has no IS_CHANGED so ComfyUI caches it by its inputs."""
+    re-queueing an unchanged graph would retrain. The frontend adds a "randomize" control to any INT named seed
+    unless it says control_after_generate: False. Train has no IS_CHANGED so ComfyUI caches it by its inputs."""
     assert spec_of("MotionDirectorSample")["seed"][1]["control_after_generate"] is True
-    assert "control_after_generate" not in spec_of("MotionDirectorTrain")["seed"][1]
+    assert spec_of("MotionDirectorTrain")["seed"][1]["control_after_generate"] is False
     assert not hasattr(NODES["MotionDirectorTrain"], "IS_CHANGED")
 
 

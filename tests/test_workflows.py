@@ -35,6 +35,15 @@ FILE_COMBOS = {("MotionDirectorLoadModel", "model_name"), ("MotionDirectorLoadLo
                ("MotionDirectorLoadOfficialLora", "checkpoint")}
 
 
+def adds_seed_control(name: str, kind, options: dict) -> bool:
+    """The frontend's rule: a hidden control widget follows an INT that asks for one, or any INT named seed
+    that does not say `control_after_generate: False`."""
+    if kind != "INT":
+        return False
+    explicit = options.get("control_after_generate")
+    return bool(explicit) or (explicit is None and name in ("seed", "noise_seed"))
+
+
 def our_node(node_type: str):
     """(sockets {name: (type, required)}, widgets [(name, spec)], outputs [(name, type)]) from INPUT_TYPES."""
     cls = NODES[node_type]
@@ -45,7 +54,7 @@ def our_node(node_type: str):
             kind, options = s[0], (s[1] if len(s) > 1 else {})
             if isinstance(kind, list) or (kind in WIDGET_TYPES and not options.get("forceInput")):
                 widgets.append((name, s))
-                if options.get("control_after_generate"):
+                if adds_seed_control(name, kind, options):
                     widgets.append(("control_after_generate", (list(SEED_CONTROLS), {})))
             else:
                 sockets[name] = (kind, section == "required")
