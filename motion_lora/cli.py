@@ -194,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-spatial", dest="train_spatial", action="store_false", default=None)
     t.add_argument("--no-temporal", dest="train_temporal", action="store_false", default=None)
     t.add_argument("--spatial-per-clip", dest="spatial_per_clip", action="store_true", default=None)
-    t.add_argument("--no-gradient-checkpointing", dest="gradient_checkpointing", action="store_false", default=None)
+    t.add_argument("--gradient-checkpointing", dest="gradient_checkpointing", choices=["all", "attention", "off"],
+                   help="all (default): least memory; attention: recompute only transformers, faster; off: fastest")
     t.add_argument("--frames", dest="num_frames", type=int)
     t.add_argument("--start", type=int)
     t.add_argument("--stride", type=int)

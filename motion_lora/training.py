@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from .model import VideoModel
 
 MIXED_PRECISION = {"no": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+CHECKPOINT_POLICIES = ("all", "attention")
 
 # The official configs (METHOD.md, "Official recipes"), as overrides of TrainConfig's defaults.
 RECIPES: dict[str, dict] = {
@@ -64,7 +65,7 @@ class TrainConfig:
     weight_decay: float = 1e-2
     checkpoint_every: int = 50
     seed: int = 0
-    gradient_checkpointing: bool = True
+    gradient_checkpointing: bool | str = True  # True/"all": least memory; "attention": faster, more memory; False
     mixed_precision: str = "no"  # "no" | "fp16" | "bf16": autocast dtype; base weights keep the model's dtype
     offset_noise: float = 0.0
     validation_prompt: str = ""
@@ -76,6 +77,16 @@ class TrainConfig:
         if recipe not in RECIPES:
             raise ValueError(f"unknown recipe {recipe!r}: choose one of {', '.join(RECIPES)}")
         return cls(**{**RECIPES[recipe], **overrides})
+
+    @property
+    def checkpoint_policy(self) -> str | None:
+        """The backbone's checkpointing policy ("all", "attention"), or None for off."""
+        value = self.gradient_checkpointing
+        if isinstance(value, str) and value.lower() in ("off", "none", "false", "no"):
+            return None
+        if value is True:
+            return "all"
+        return value or None
 
     def check(self) -> None:
         """Raise ValueError naming the first setting out of range."""
@@ -90,6 +101,9 @@ class TrainConfig:
         for name in ("dropout", "spatial_mask_prob", "hflip_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
+        if self.checkpoint_policy not in (None, *CHECKPOINT_POLICIES):
+            raise ValueError(f"gradient_checkpointing must be True, False or one of {list(CHECKPOINT_POLICIES)}, "
+                             f"got {self.gradient_checkpointing!r}")
         if not (self.train_spatial or self.train_temporal):
             raise ValueError("nothing to train: turn on train_spatial, train_temporal or both")
 
@@ -230,7 +244,9 @@ def train(model: "VideoModel", clips: Sequence["Clip"], config: TrainConfig, run
             def state_now() -> dict:
                 return _training_state(step, optimizers, scaler, generator, rank, world)
 
-            with grad_checkpoint.checkpointed(backbone.checkpoint_units(unet), config.gradient_checkpointing):
+            policy = config.checkpoint_policy
+            units = backbone.checkpoint_units(unet, policy) if policy else []
+            with grad_checkpoint.checkpointed(units):
                 while step < config.steps:
                     if _cancel_requested(callbacks, rank, world, device):
                         saved_to = _save(run_dir, step, unet, spatial_names, model, config, clips, appearance,

@@ -316,7 +316,7 @@ def test_recipes_and_bad_settings():
 # --- gradient checkpointing -------------------------------------------------------------------------------
 
 
-def _lora_grads_and_saved_bytes(model, checkpointing: bool) -> tuple[list[torch.Tensor], int]:
+def _lora_grads_and_saved_bytes(model, checkpointing: str | None) -> tuple[list[torch.Tensor], int]:
     unet, backbone = model.unet, model.backbone
     saved = [0]
 
@@ -331,7 +331,8 @@ def _lora_grads_and_saved_bytes(model, checkpointing: bool) -> tuple[list[torch.
     latents = torch.randn(1, 4, 4, 8, 8, generator=g)
     text = torch.randn(1, 77, 32, generator=g)
     torch.manual_seed(7)  # the same dropout masks in both runs
-    with grad_checkpoint.checkpointed(backbone.checkpoint_units(unet), checkpointing), \
+    units = backbone.checkpoint_units(unet, checkpointing) if checkpointing else []
+    with grad_checkpoint.checkpointed(units), \
             torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         loss = mse(backbone.predict(unet, latents, torch.tensor([500]), text), torch.zeros_like(latents))
     loss.backward()
@@ -349,14 +350,26 @@ def test_gradient_checkpointing_same_gradients_less_saved_memory(tiny_model):
     adapters.set_strengths(unet, {"spatial": 1.0, "temporal": 1.0})
     adapters.set_trainable(unet, ["spatial", "temporal"], True)
     unet.train()  # dropout on: recomputation must redraw the same masks
-    plain, plain_bytes = _lora_grads_and_saved_bytes(tiny_model, False)
-    ckpt, ckpt_bytes = _lora_grads_and_saved_bytes(tiny_model, True)
-    for a, b in zip(plain, ckpt):
+    plain, plain_bytes = _lora_grads_and_saved_bytes(tiny_model, None)
+    ckpt, ckpt_bytes = _lora_grads_and_saved_bytes(tiny_model, "all")
+    attn, attn_bytes = _lora_grads_and_saved_bytes(tiny_model, "attention")
+    for a, b, c in zip(plain, ckpt, attn):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-8)
+        torch.testing.assert_close(a, c, rtol=1e-6, atol=1e-8)
     assert ckpt_bytes < plain_bytes / 2, (ckpt_bytes, plain_bytes)
+    assert ckpt_bytes < attn_bytes < plain_bytes, (ckpt_bytes, attn_bytes, plain_bytes)
     with grad_checkpoint.checkpointed(backbone.checkpoint_units(unet)):
         assert all(getattr(m, "_motion_lora_checkpointed", False) for m in backbone.checkpoint_units(unet))
     assert not any("forward" in vars(m) for m in unet.modules())
     for name in ("spatial", "temporal"):
         adapters.remove(unet, name)
     assert list(unet.state_dict()) == keys
+
+
+def test_checkpointing_setting_accepts_policies_and_refuses_others():
+    assert TrainConfig(gradient_checkpointing=True).checkpoint_policy == "all"
+    assert TrainConfig(gradient_checkpointing="attention").checkpoint_policy == "attention"
+    assert TrainConfig(gradient_checkpointing="off").checkpoint_policy is None
+    assert TrainConfig(gradient_checkpointing=False).checkpoint_policy is None
+    with pytest.raises(ValueError, match="gradient_checkpointing"):
+        TrainConfig(gradient_checkpointing="sometimes").check()

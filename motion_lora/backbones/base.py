@@ -30,8 +30,11 @@ class Backbone(Protocol):
     def temporal_targets(self, unet: nn.Module) -> list[str]:
         """Module paths of the linears that get the temporal (motion) LoRA, in registration order."""
 
-    def checkpoint_units(self, unet: nn.Module) -> list[nn.Module]:
-        """Sub-modules whose forward can be recomputed in backward (gradient checkpointing)."""
+    def checkpoint_units(self, unet: nn.Module, policy: str = "all") -> list[nn.Module]:
+        """Sub-modules whose forward is recomputed in backward (gradient checkpointing).
+
+        `policy` "all" recomputes every heavy unit (least memory); "attention" only the
+        transformers (less recomputation, more memory)."""
 
     def encode_prompt(self, tokenizer, text_encoder, prompts: Sequence[str]) -> torch.Tensor:
         """Text embeddings `[len(prompts), tokens, dim]` as the UNet's cross-attention expects."""
