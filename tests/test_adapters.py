@@ -102,14 +102,6 @@ def inject_random(unet, name, kind, rank=4, alpha=None, dropout=0.0, seed=0, str
     set_strengths(unet, {**current_strengths(unet), name: strength})
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model's ops are too small to share: a second thread only adds OpenMP overhead (10x on a busy box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def tiny_unet():

@@ -14,14 +14,6 @@ TRAINING = {"recipe": "single-video", "steps": 150, "temporal_lr": 5e-4, "rank":
             "prompts": ["a car turning"], "mixed_precision": "no"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model's ops are too small to share: a second thread only adds OpenMP overhead."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def model():

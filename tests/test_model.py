@@ -14,7 +14,7 @@ import torch
 
 from motion_lora import adapters
 from motion_lora.model import ModelLoadError, is_video_model_folder, load_model
-from motion_lora.tiny import build_tiny_model, save_tiny_model
+from motion_lora.tiny import build_tiny_model
 
 
 def _unet_output(model, seed: int = 0) -> torch.Tensor:

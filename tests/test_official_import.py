@@ -93,14 +93,6 @@ def write_checkpoint(root, unet, step=150, spatial_clips=1, seed=0):
     return folder, spatial, temporal
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model's ops are too small to share: a second thread only adds OpenMP overhead (10x on a busy box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def model():

@@ -19,14 +19,6 @@ from conftest import synthetic_clip
 
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny model's ops are too small to share out: one thread is faster, and much faster on a busy box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 FAST = dict(steps=3, gradient_checkpointing=False, rank=4, checkpoint_every=2)
 
