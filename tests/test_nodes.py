@@ -265,6 +265,40 @@ def test_train_outputs_both_loras_and_a_loss_curve(trained, loaded):
     assert loaded.adapters == () and not list(_lora_layers(loaded))  # the shared model is as it was
 
 
+def test_train_records_gradient_checkpointing(trained):
+    """The real run's config.json holds the widget's default: checkpoint everything (least memory)."""
+    import json
+
+    _, (*_rest, run_folder) = trained
+    assert json.loads((Path(run_folder) / "config.json").read_text())["gradient_checkpointing"] == "all"
+
+
+@pytest.mark.parametrize("choice, value, policy", [("all", "all", "all"), ("attention", "attention", "attention"),
+                                                   ("off", False, None)])
+def test_gradient_checkpointing_widget_reaches_train_config(choice, value, policy, loaded, models_dir, monkeypatch):
+    import motion_lora.training as training
+
+    class Stop(Exception):
+        pass
+
+    seen = {}
+
+    def fake_train(model, clips, config, **kwargs):
+        seen["config"] = config
+        raise Stop
+
+    monkeypatch.setattr(training, "train", fake_train)
+    spec = spec_of("MotionDirectorTrain")["gradient_checkpointing"]
+    assert spec[0] == ["all", "attention", "off"] and spec[1]["default"] == "all"
+    assert list(NODES["MotionDirectorTrain"].INPUT_TYPES()["required"])[-1] == "gradient_checkpointing"
+    clips, _ = run("MotionDirectorClipsFromImages", images=inference_frames(1), prompt="a square", width=64, height=64)
+    with pytest.raises(Stop):
+        run("MotionDirectorTrain", model=loaded, clips=clips, recipe="images", steps=1, gradient_checkpointing=choice)
+    config = seen["config"]
+    assert config.gradient_checkpointing == value and config.checkpoint_policy == policy
+    config.check()
+
+
 def _lora_layers(handle):
     from motion_lora.adapters import lora_layers
 
