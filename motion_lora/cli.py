@@ -16,6 +16,10 @@ TRAIN_DATA_OPTIONS = ("num_frames", "start", "stride", "fps", "width", "height",
 
 
 def _load_model(spec: str, dtype: str, device: str):
+    import os
+
+    if device == "cuda" and "LOCAL_RANK" in os.environ:  # torchrun / accelerate launch: one GPU per process
+        device = f"cuda:{os.environ['LOCAL_RANK']}"
     if spec.lower().startswith("tiny"):
         from .tiny import build_tiny_model
 
