@@ -28,6 +28,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -80,7 +81,7 @@ def frames(count: int, size: int) -> torch.Tensor:
 
 
 def reference_train(model, clip, steps: int, cache: bool, rank: int, on_step, official: bool = False,
-                    checkpointing: bool = False, amp_dtype=None, tmp: Path | None = None) -> None:
+                    checkpointing: bool = False, amp_dtype=None) -> None:
     """Dual-path MotionDirector done the obvious way: re-encode every step, full-input LoRA dropout.
 
     `official` mimics the official trainer instead: latents encoded once to a file and read
@@ -108,40 +109,39 @@ def reference_train(model, clip, steps: int, cache: bool, rank: int, on_step, of
     latents = text = None
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
     cached_file = None
-    if official:
-        cached_file = (tmp or Path("/tmp")) / "bench_cached_latents.pt"
+    if official:  # the official trainer caches latents to disk once and reads them back every step
+        cached_file = Path(tempfile.mkdtemp()) / "cached_latents.pt"
         torch.save(model.encode_frames(clip).float().cpu(), cached_file)
-    ckpt = grad_checkpoint.checkpointed(backbone.checkpoint_units(unet, "all") if checkpointing else [])
-    ckpt.__enter__()
-    for step in range(steps):
-        if official:
-            latents = torch.load(cached_file, weights_only=True).to(device)
-            text = model.encode_prompt("a car driving along a road")
-        elif latents is None or not cache:
-            latents = model.encode_frames(clip).float()
-            text = model.encode_prompt("a car driving along a road")
-        noise = torch.randn_like(latents)
-        t = torch.randint(1000, (1,), device=device)
-        noisy = scheduler.add_noise(latents, noise, t)
-        i, j = (int(x) for x in torch.randint(latents.shape[2], (2,)))
-        adapters.set_strengths(unet, {"spatial": 1.0})
-        adapters.set_trainable(unet, ["temporal"], False)
-        adapters.set_trainable(unet, ["spatial"], True)
-        with autocast:
-            pred = backbone.predict(unet, noisy[:, :, i : i + 1].to(model.dtype), t, text)
-        mse(pred, noise[:, :, i : i + 1]).backward(retain_graph=official)
-        adapters.set_strengths(unet, {"spatial": 1.0, "temporal": 1.0})
-        adapters.set_trainable(unet, ["spatial"], False)
-        adapters.set_trainable(unet, ["temporal"], True)
-        with autocast:
-            pred = backbone.predict(unet, noisy.to(model.dtype), t, text)
-        temporal_loss(pred, noise, j)[0].backward()
-        opt_s.step()
-        opt_t.step()
-        opt_s.zero_grad(set_to_none=True)
-        opt_t.zero_grad(set_to_none=True)
-        on_step()
-    ckpt.__exit__(None, None, None)
+    units = backbone.checkpoint_units(unet, "all") if checkpointing else []
+    with grad_checkpoint.checkpointed(units):
+        for step in range(steps):
+            if official:
+                latents = torch.load(cached_file, weights_only=True).to(device)
+                text = model.encode_prompt("a car driving along a road")
+            elif latents is None or not cache:
+                latents = model.encode_frames(clip).float()
+                text = model.encode_prompt("a car driving along a road")
+            noise = torch.randn_like(latents)
+            t = torch.randint(1000, (1,), device=device)
+            noisy = scheduler.add_noise(latents, noise, t)
+            i, j = (int(x) for x in torch.randint(latents.shape[2], (2,)))
+            adapters.set_strengths(unet, {"spatial": 1.0})
+            adapters.set_trainable(unet, ["temporal"], False)
+            adapters.set_trainable(unet, ["spatial"], True)
+            with autocast:
+                pred = backbone.predict(unet, noisy[:, :, i : i + 1].to(model.dtype), t, text)
+            mse(pred, noise[:, :, i : i + 1]).backward(retain_graph=official)
+            adapters.set_strengths(unet, {"spatial": 1.0, "temporal": 1.0})
+            adapters.set_trainable(unet, ["spatial"], False)
+            adapters.set_trainable(unet, ["temporal"], True)
+            with autocast:
+                pred = backbone.predict(unet, noisy.to(model.dtype), t, text)
+            temporal_loss(pred, noise, j)[0].backward()
+            opt_s.step()
+            opt_t.step()
+            opt_s.zero_grad(set_to_none=True)
+            opt_t.zero_grad(set_to_none=True)
+            on_step()
 
 
 # --- one configuration, in this process --------------------------------------------------------------------
