@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from . import comfy
-from .common import CATEGORY, CLIPS
+from .common import CATEGORY, CLIPS, file_stamp
 
 SIZE = {"min": 64, "max": 2048, "step": 8}
 
@@ -167,11 +167,12 @@ class ClipsFromPath(_ClipsNode):
 
     @classmethod
     def IS_CHANGED(cls, path, **_):
-        """Re-read the files when the folder's contents change; otherwise ComfyUI's cache stands."""
+        """Re-read the files when they (or their .txt captions) change; otherwise ComfyUI's cache stands."""
         p = resolve_path(path)
+        if p.is_file():
+            return file_stamp([p, p.with_suffix(".txt")])
         try:
-            files = [p] if p.is_file() else sorted(f for f in p.iterdir() if f.is_file())
-            return ";".join(f"{f.name}:{f.stat().st_mtime}:{f.stat().st_size}" for f in files)
+            return file_stamp(sorted(p.iterdir()))
         except OSError:
             return ""
 

@@ -1,4 +1,8 @@
-"""Names shared by every node of the pack: the socket types and the menu category."""
+"""Names shared by every node of the pack: the socket types, the menu category, input specs, file stamps."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 CATEGORY = "MotionDirector"
 
@@ -15,3 +19,16 @@ def with_tooltip(spec: tuple, tooltip: str) -> tuple:
     kind, options = (spec[0], dict(spec[1])) if len(spec) > 1 else (spec[0], {})
     options["tooltip"] = tooltip
     return (kind, options)
+
+
+def file_stamp(paths: list[Path]) -> str:
+    """Path, time and size of each existing file: a loader's IS_CHANGED, so ComfyUI reruns it when a file it
+    reads is added, replaced or removed, and keeps its cached output otherwise."""
+    stamps = []
+    for path in paths:
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        stamps.append(f"{path}:{stat.st_mtime_ns}:{stat.st_size}")
+    return ";".join(stamps)

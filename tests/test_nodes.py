@@ -221,8 +221,15 @@ def test_clips_from_images_and_path(tmp_path):
                          num_frames=4, width=64, height=64, previous_clips=clips)
     assert [c.prompt for c in clips] == ["a red square", "a red square", "a square slides right"]
     assert preview.shape == (4, 64, 64, 3)
-    stamp = NODES["MotionDirectorClipsFromPath"].IS_CHANGED(path=str(tmp_path / "clips"))
-    assert stamp == NODES["MotionDirectorClipsFromPath"].IS_CHANGED(path=str(tmp_path / "clips"))  # cache holds
+    stamp = NODES["MotionDirectorClipsFromPath"].IS_CHANGED
+    folder_stamp = stamp(path=str(tmp_path / "clips"))
+    assert folder_stamp == stamp(path=str(tmp_path / "clips"))  # cache holds
+    (tmp_path / "clips" / "a.txt").write_text("a square slides right, slowly")
+    assert stamp(path=str(tmp_path / "clips")) != folder_stamp  # a new caption reloads
+    file_stamp = stamp(path=str(tmp_path / "clips" / "a.mp4"))
+    assert file_stamp == stamp(path=str(tmp_path / "clips" / "a.mp4"))
+    (tmp_path / "clips" / "a.txt").unlink()
+    assert stamp(path=str(tmp_path / "clips" / "a.mp4")) != file_stamp  # a single file's caption counts too
     with pytest.raises(ValueError, match="path is empty"):
         run("MotionDirectorClipsFromPath", path=" ", prompt="")
 
@@ -316,6 +323,9 @@ def test_load_lora_lists_runs_and_loads(trained, monkeypatch):
     assert all(torch.equal(loaded_motion.tensors[k], v) for k, v in motion.tensors.items())
     with pytest.raises(ValueError, match="not found"):
         run("MotionDirectorLoadLora", lora_name="square/nothing.safetensors")
+    stamp = NODES["MotionDirectorLoadLora"].IS_CHANGED
+    assert stamp(lora_name="square/motion.safetensors") == stamp(lora_name="square/motion.safetensors") != ""
+    assert stamp(lora_name="square/motion.safetensors") != stamp(lora_name="square/appearance.safetensors")
 
 
 def test_training_again_never_overwrites_a_run(loaded, models_dir):
