@@ -2,30 +2,32 @@
 
 from __future__ import annotations
 
-import os
-
 from . import lora_folder
-from .common import CATEGORY, LORA, MODEL
+from .common import CATEGORY, LORA, MODEL, file_stamp
 
 OFFICIAL_KINDS = {"motion (temporal)": "temporal", "appearance (spatial)": "spatial"}
 
 
-def _file_stamp(path) -> str:
-    """Changes when the file (or any file in the folder) is replaced, so ComfyUI reloads it."""
-    try:
-        paths = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-        return ";".join(f"{p}:{os.path.getmtime(p)}:{os.path.getsize(p)}" for p in paths)
-    except (OSError, ValueError):
-        return ""
+class _LoraLoader:
+    """What both loaders share: one MD_LORA output, and a rerun when the chosen file or folder changes."""
 
-
-class LoadLora:
-    DESCRIPTION = ("Loads a motion or appearance LoRA saved by this pack (training runs and Save LoRA) from "
-                   "models/motion_director.")
     CATEGORY = CATEGORY
     FUNCTION = "load"
     RETURN_TYPES = (LORA,)
     RETURN_NAMES = ("lora",)
+
+    @staticmethod
+    def _stamp(name: str) -> str:
+        try:
+            path = lora_folder.find(name)
+        except ValueError:
+            return ""  # the load itself reports the bad name
+        return file_stamp([path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()))
+
+
+class LoadLora(_LoraLoader):
+    DESCRIPTION = ("Loads a motion or appearance LoRA saved by this pack (training runs and Save LoRA) from "
+                   "models/motion_director.")
     OUTPUT_TOOLTIPS = ("The adapter: connect a motion LoRA to Apply Motion, an appearance LoRA to Apply Appearance.",)
 
     @classmethod
@@ -37,10 +39,7 @@ class LoadLora:
 
     @classmethod
     def IS_CHANGED(cls, lora_name):
-        try:
-            return _file_stamp(lora_folder.find(lora_name))
-        except ValueError:
-            return ""
+        return cls._stamp(lora_name)
 
     def load(self, lora_name: str):
         from motion_lora.lora_file import load_adapter
@@ -48,13 +47,9 @@ class LoadLora:
         return (load_adapter(lora_folder.find(lora_name)),)
 
 
-class LoadOfficialLora:
+class LoadOfficialLora(_LoraLoader):
     DESCRIPTION = ("Imports a checkpoint of the official MotionDirector code (a checkpoint-N folder or a .pt file "
                    "placed under models/motion_director) as a LoRA of this pack.")
-    CATEGORY = CATEGORY
-    FUNCTION = "load"
-    RETURN_TYPES = (LORA,)
-    RETURN_NAMES = ("lora",)
     OUTPUT_TOOLTIPS = ("The imported adapter, like one from Load LoRA.",)
 
     @classmethod
@@ -73,10 +68,7 @@ class LoadOfficialLora:
 
     @classmethod
     def IS_CHANGED(cls, checkpoint, **_):
-        try:
-            return _file_stamp(lora_folder.find(checkpoint))
-        except ValueError:
-            return ""
+        return cls._stamp(checkpoint)
 
     def load(self, model, checkpoint: str, kind: str = "motion (temporal)", clip: int = 0):
         from motion_lora.official_import import import_official
