@@ -192,8 +192,9 @@ def train(model: "VideoModel", clips: Sequence["Clip"], config: TrainConfig, run
         with torch.random.fork_rng(devices=fork_devices):  # the caller's global RNG is untouched by the run
             # 1. cache latents and text embeddings once; the VAE and text encoder may then leave the GPU
             torch.manual_seed(config.seed)
-            examples = _cache(model, clips, config)
-            spatial_examples = _cache(model, appearance, config) if appearance else examples
+            flip = config.train_spatial and config.hflip_prob > 0  # flipped latents serve the spatial path only
+            examples = _cache(model, clips, config.seed, flip=flip and not appearance)
+            spatial_examples = _cache(model, appearance, config.seed, flip=flip) if appearance else examples
             if device.type == "cuda":
                 model.vae.to("cpu")
                 model.text_encoder.to("cpu")
@@ -349,9 +350,9 @@ def _spatial_input(examples: list[_Example], k: int, noisy, target, t, scheduler
 
 
 @torch.no_grad()
-def _cache(model: "VideoModel", clips: list, config: TrainConfig) -> list[_Example]:
-    """Latents (and horizontally flipped latents when hflip is on) and text embeddings, computed once."""
-    generator = torch.Generator(device=model.vae.device).manual_seed(config.seed)
+def _cache(model: "VideoModel", clips: list, seed: int, flip: bool) -> list[_Example]:
+    """Latents (and, with `flip`, horizontally flipped latents) and text embeddings, computed once."""
+    generator = torch.Generator(device=model.vae.device).manual_seed(seed)
     texts: dict[str, torch.Tensor] = {}
     out = []
     for clip in clips:
@@ -359,7 +360,7 @@ def _cache(model: "VideoModel", clips: list, config: TrainConfig) -> list[_Examp
             texts[clip.prompt] = model.encode_prompt(clip.prompt)
         latents = model.encode_frames(clip.frames, generator).float().to(model.device)
         flipped = None
-        if config.hflip_prob > 0:
+        if flip:
             flipped = model.encode_frames(clip.frames.flip(2), generator).float().to(model.device)  # [F, H, W, 3]: W
         out.append(_Example(latents, texts[clip.prompt], flipped))
     return out
@@ -422,7 +423,8 @@ def _cancel_requested(callbacks: TrainCallbacks, rank: int, world: int, device) 
 # --- adapters, checkpoints, results ------------------------------------------------------------------
 
 
-def _adapter(unet, name: str, kind: str, model, config: TrainConfig, training: dict) -> LoraAdapter:
+def _adapter(unet, name: str, kind: str, model, training: dict) -> LoraAdapter:
+    """Adapter `name` as plain data; alpha = rank, as every adapter this trainer makes (official LoRA math)."""
     tensors = adapters.get_tensors(unet, name)
     rank = next(v.shape[0] for k, v in tensors.items() if k.endswith(".lora_A.weight"))
     return LoraAdapter(kind, rank, float(rank), tensors, model.fingerprint, training)
@@ -432,12 +434,12 @@ def _adapters_now(unet, spatial_names, model, config, clips, appearance) -> dict
     settings = _run_settings(config, clips, appearance)
     out = {}
     if TEMPORAL in adapters.adapter_names(unet):
-        out[TEMPORAL] = _adapter(unet, TEMPORAL, TEMPORAL, model, config, settings)
+        out[TEMPORAL] = _adapter(unet, TEMPORAL, TEMPORAL, model, settings)
     for k, name in enumerate(spatial_names):
         own = dict(settings)
         if len(spatial_names) > 1:
             own.update(clip_index=k, clip_source=getattr(clips[k], "source", ""))
-        out[name] = _adapter(unet, name, SPATIAL, model, config, own)
+        out[name] = _adapter(unet, name, SPATIAL, model, own)
     return out
 
 
