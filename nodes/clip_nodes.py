@@ -11,9 +11,7 @@ import os
 from pathlib import Path
 
 from . import comfy
-from .common import CATEGORY, CLIPS, file_stamp
-
-SIZE = {"min": 64, "max": 2048, "step": 8}
+from .common import CATEGORY, CLIPS, SIZE, file_stamp
 
 
 class _ClipsNode:

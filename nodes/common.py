@@ -10,6 +10,7 @@ MODEL = "MD_MODEL"  # motion_lora.patched_model.PatchedModel
 CLIPS = "MD_CLIPS"  # list[motion_lora.data.Clip]
 LORA = "MD_LORA"  # motion_lora.adapters.LoraAdapter (or a MissingLora from a path that was not trained)
 
+SIZE = {"min": 64, "max": 2048, "step": 8}  # pixels; the VAE needs multiples of 8
 STRENGTH = ("FLOAT", {"default": 1.0, "min": -2.0, "max": 2.0, "step": 0.05})
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from . import comfy
-from .common import CATEGORY, MODEL, SEED_MAX
-
-SIZE = {"min": 64, "max": 2048, "step": 8}
+from .common import CATEGORY, MODEL, SEED_MAX, SIZE
 
 
 class Sample:
