@@ -221,7 +221,7 @@ def remove(unet: nn.Module, name: str) -> None:
 
 def check_fits(adapter: LoraAdapter, unet: nn.Module, backbone) -> None:
     """Raise AdapterMismatchError unless every layer of `adapter` exists in `unet` with the right shape."""
-    fingerprint = backbone.fingerprint(unet)  # a matching fingerprint is no shortcut: the kind and layers must fit too
+    # a matching fingerprint is no shortcut: the kind and every layer must fit too
     expected = targets_for(unet, backbone, adapter.kind)
     modules = dict(unet.named_modules())
     got = adapter.targets
@@ -231,7 +231,7 @@ def check_fits(adapter: LoraAdapter, unet: nn.Module, backbone) -> None:
             raise AdapterMismatchError(f"{adapter.label} says it is {adapter.kind} but its layers are the {other} path's")
         raise AdapterMismatchError(
             f"{adapter.label} was made for another model (fingerprint {adapter.fingerprint or 'unknown'}, "
-            f"this model is {fingerprint}): {len(set(got) - set(expected))} of its {len(got)} layers are not "
+            f"this model is {backbone.fingerprint(unet)}): {len(set(got) - set(expected))} of its {len(got)} layers are not "
             f"{adapter.kind} layers of this model. Use a LoRA trained on the same base model."
         )
     for target in got:
