@@ -33,11 +33,19 @@ def _read_config(path: str | None) -> dict:
     if not path:
         return {}
     text = Path(path).read_text()
-    if path.endswith((".yaml", ".yml")):
-        import yaml
+    try:
+        if path.endswith((".yaml", ".yml")):
+            import yaml
 
-        return yaml.safe_load(text) or {}
-    return json.loads(text)
+            config = yaml.safe_load(text) or {}
+        else:
+            config = json.loads(text)
+    except Exception as e:  # yaml.YAMLError or json.JSONDecodeError: report the file, not a traceback
+        raise ValueError(f"--config {path} is not valid {'YAML' if path.endswith(('.yaml', '.yml')) else 'JSON'}: "
+                         f"{e}") from e
+    if not isinstance(config, dict):
+        raise ValueError(f"--config {path} must hold a mapping of option: value, got a {type(config).__name__}")
+    return config
 
 
 class _Progress:

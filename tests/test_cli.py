@@ -85,3 +85,14 @@ def test_demo_trains_and_writes_a_video(tmp_path, clip_file):
     frames, _ = read_video(paths["video"])
     assert frames.shape[0] == 8 and frames.shape[-1] == 3
     assert read_metadata(paths["motion"])["kind"] == "temporal"
+
+
+@pytest.mark.parametrize("name, text, message", [("bad.yaml", "model: [tiny\n", "not valid YAML"),
+                                                 ("list.yaml", "- tiny\n", "must hold a mapping"),
+                                                 ("bad.json", "{model", "not valid JSON")])
+def test_bad_config_file_is_a_clear_error(tmp_path, capsys, name, text, message):
+    config = tmp_path / name
+    config.write_text(text)
+    assert main(["train", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert name in err and message in err
