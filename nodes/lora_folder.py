@@ -13,7 +13,7 @@ from . import comfy
 
 ADAPTER_SUFFIX = ".safetensors"
 OFFICIAL_SUFFIXES = (".pt", ".pth")
-STATE_FILE = "training_state.pt"  # our own resumable state, not an adapter
+STATE_FILE = "training_state.pt"  # = motion_lora.run_folder.STATE_FILE (not imported: it pulls in torch)
 
 
 class LoraNameError(ValueError):

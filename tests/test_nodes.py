@@ -318,6 +318,8 @@ def test_load_lora_lists_runs_and_loads(trained, monkeypatch):
     names = spec_of("MotionDirectorLoadLora")["lora_name"][0]
     assert "square/motion.safetensors" in names and "square/appearance.safetensors" in names
     assert "square/checkpoint-000001/temporal.safetensors" in names
+    official = spec_of("MotionDirectorLoadOfficialLora")["checkpoint"][0]
+    assert not any(name.startswith("square/") for name in official)  # a run's training state is not a checkpoint
     (loaded_motion,) = run("MotionDirectorLoadLora", lora_name="square/motion.safetensors")
     assert loaded_motion.kind == "temporal"
     assert all(torch.equal(loaded_motion.tensors[k], v) for k, v in motion.tensors.items())
