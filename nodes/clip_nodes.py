@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import comfy
 from .common import CATEGORY, CLIPS, SIZE, file_stamp
+
+if TYPE_CHECKING:  # torch loads when a node runs, not when ComfyUI imports the pack
+    import torch
 
 
 class _ClipsNode:
@@ -55,7 +59,7 @@ _PREVIOUS = {"previous_clips": (CLIPS, {"tooltip": "Clips from another clips nod
                                                    "together (several clips of one motion)."})}
 
 
-def preview(clips) -> "torch.Tensor":
+def preview(clips) -> torch.Tensor:
     """All frames of `clips` as one IMAGE batch; clips of another size are resized to the first's for display."""
     import torch
     import torch.nn.functional as F
