@@ -211,6 +211,13 @@ def train(model: "VideoModel", clips: Sequence["Clip"], config: TrainConfig, run
                                 dropout=config.dropout)
                 injected.append(TEMPORAL)
             params = {name: adapters.adapter_parameters(unet, [name]) for name in injected}
+
+            def train_only(name: str) -> None:
+                """Only adapter `name` collects gradients (from the cached lists: no walk of the UNet per step)."""
+                for other, tensors in params.items():
+                    for p in tensors:
+                        p.requires_grad_(other == name)
+
             optimizers.update({
                 name: torch.optim.AdamW(params[name], lr=config.temporal_lr if name == TEMPORAL else config.spatial_lr,
                                         betas=(0.9, 0.999), eps=1e-8, weight_decay=config.weight_decay)
@@ -275,8 +282,7 @@ def train(model: "VideoModel", clips: Sequence["Clip"], config: TrainConfig, run
                         x, x_target, text = _spatial_input(spatial_examples, k, noisy, target, t, scheduler, config,
                                                            generator, backbone, device, bool(appearance))
                         adapters.set_strengths(unet, {spatial_name: 1.0})
-                        adapters.set_trainable(unet, injected, False)
-                        adapters.set_trainable(unet, [spatial_name], True)
+                        train_only(spatial_name)
                         with autocast():
                             pred = backbone.predict(unet, x.to(model.dtype), t, text)
                         loss_spatial = mse(pred, x_target)
@@ -290,8 +296,7 @@ def train(model: "VideoModel", clips: Sequence["Clip"], config: TrainConfig, run
                         if spatial_name is not None and not masked:
                             on[spatial_name] = 1.0
                         adapters.set_strengths(unet, on)
-                        adapters.set_trainable(unet, injected, False)
-                        adapters.set_trainable(unet, [TEMPORAL], True)
+                        train_only(TEMPORAL)
                         with autocast():
                             pred = backbone.predict(unet, noisy.to(model.dtype), t, clip.text)
                         loss, loss_org, loss_ad = temporal_loss(pred, target, anchor, config.beta, frame_axis)
