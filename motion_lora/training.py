@@ -98,6 +98,11 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
+        for name in ("spatial_lr", "temporal_lr", "weight_decay"):  # AdamW's own error would not name the setting
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        if self.validation_every and self.validation_steps < 1:  # else the first preview fails mid-run
+            raise ValueError(f"validation_steps must be at least 1 when previews are on, got {self.validation_steps}")
         for name in ("dropout", "spatial_mask_prob", "hflip_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {getattr(self, name)}")

@@ -303,6 +303,13 @@ def test_recipes_and_bad_settings():
         TrainConfig(mixed_precision="fp8").check()
     with pytest.raises(ValueError, match="nothing to train"):
         TrainConfig(train_spatial=False, train_temporal=False).check()
+    with pytest.raises(ValueError, match="temporal_lr must be 0 or more, got -0.1"):
+        TrainConfig(temporal_lr=-0.1).check()
+    with pytest.raises(ValueError, match="weight_decay"):
+        TrainConfig(weight_decay=-1.0).check()
+    with pytest.raises(ValueError, match="validation_steps"):
+        TrainConfig(validation_every=5, validation_steps=0).check()
+    TrainConfig(validation_every=0, validation_steps=0).check()  # no previews: the count does not matter
 
 
 # --- gradient checkpointing -------------------------------------------------------------------------------
