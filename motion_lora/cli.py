@@ -121,6 +121,8 @@ def cmd_sample(args) -> int:
     from .sampling import sample
     from .video_io import write_video
 
+    if Path(args.output).exists():  # checked before minutes of sampling, and never silently replaced
+        raise FileExistsError(f"--output {args.output} already exists; choose another file name")
     model = _load_model(args.model, args.dtype, args.device)
     adapters = []
     if args.motion:
@@ -157,10 +159,12 @@ def cmd_import_official(args) -> int:
 
     model = _load_model(args.model, "fp32", "cpu")
     adapters = import_official(args.checkpoint, model, kind=args.kind, clip=args.clip)
-    out = Path(args.output)
-    for adapter in adapters:
-        path = save_adapter(adapter, out / f"{adapter.kind}.safetensors")
-        print(f"wrote {path}")
+    paths = [Path(args.output) / f"{adapter.kind}.safetensors" for adapter in adapters]
+    taken = [str(p) for p in paths if p.exists()]
+    if taken:  # refuse before writing any, so a refusal never leaves half an import behind
+        raise FileExistsError(f"{', '.join(taken)} already exist(s); choose another --output folder")
+    for adapter, path in zip(adapters, paths):
+        print(f"wrote {save_adapter(adapter, path)}")
     return 0
 
 

@@ -96,3 +96,40 @@ def test_bad_config_file_is_a_clear_error(tmp_path, capsys, name, text, message)
     assert main(["train", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert name in err and message in err
+
+
+def test_sample_refuses_an_existing_output_before_sampling(tmp_path, capsys):
+    out = tmp_path / "video.mp4"
+    out.write_bytes(b"precious")
+    assert main(["sample", "--model", "tiny", "--prompt", "x", "--output", str(out)]) == 2
+    assert "video.mp4 already exists" in capsys.readouterr().err
+    assert out.read_bytes() == b"precious"
+
+
+def test_import_official_writes_both_paths_and_refuses_to_overwrite_any(tmp_path, capsys):
+    import torch
+
+    from motion_lora.tiny import build_tiny_model
+
+    model = build_tiny_model(seed=0)
+    checkpoint = tmp_path / "checkpoint-150"
+    for kind, targets in (("spatial", model.backbone.spatial_targets(model.unet)),
+                          ("temporal", model.backbone.temporal_targets(model.unet))):
+        modules = dict(model.unet.named_modules())
+        pairs = []
+        for name in targets:
+            pairs += [torch.randn(modules[name].out_features, 2), torch.randn(2, modules[name].in_features)]
+        (checkpoint / kind / "lora").mkdir(parents=True)
+        torch.save(pairs, checkpoint / kind / "lora" / "150_unet.pt")
+    out = tmp_path / "imported"
+    assert main(["import-official", str(checkpoint), "--model", "tiny", "--output", str(out)]) == 0
+    assert read_metadata(out / "spatial.safetensors")["rank"] == "2"
+    assert read_metadata(out / "temporal.safetensors")["kind"] == "temporal"
+
+    (out / "spatial.safetensors").unlink()
+    temporal_before = (out / "temporal.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main(["import-official", str(checkpoint), "--model", "tiny", "--output", str(out)]) == 2
+    assert "temporal.safetensors" in capsys.readouterr().err
+    assert not (out / "spatial.safetensors").exists()  # refused before writing anything
+    assert (out / "temporal.safetensors").read_bytes() == temporal_before
