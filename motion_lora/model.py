@@ -7,7 +7,7 @@ A diffusers folder (`model_index.json`, `unet/`, `vae/`, `text_encoder/`,
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -36,7 +36,6 @@ class VideoModel:
     backbone: Backbone
     source: str = ""  # folder it came from, or "tiny"
     dtype: torch.dtype = torch.float32
-    extra: dict = field(default_factory=dict)
 
     @property
     def device(self) -> torch.device:
