@@ -254,6 +254,8 @@ def train(model: "VideoModel", clips: Sequence["Clip"], config: TrainConfig, run
             lrs.update({TEMPORAL: config.temporal_lr} if config.train_temporal else {})
             unet.train()  # official: the whole UNet trains, so the temporal convolutions' dropout is active too
 
+            last_saved: dict[int, Path | None] = {}  # {step: checkpoint} of this run's latest save
+
             def state_now() -> dict:
                 return _training_state(step, optimizers, scaler, generator, rank, world)
 
@@ -262,8 +264,10 @@ def train(model: "VideoModel", clips: Sequence["Clip"], config: TrainConfig, run
             with grad_checkpoint.checkpointed(units):
                 while step < config.steps:
                     if _cancel_requested(callbacks, rank, world, device):
-                        saved_to = _save(run_dir, step, unet, spatial_names, model, config, clips, appearance,
-                                         history, state_now(), rank)
+                        saved_to = last_saved.get(step)  # cancelled right after a checkpoint: not written twice
+                        if saved_to is None:
+                            saved_to = _save(run_dir, step, unet, spatial_names, model, config, clips, appearance,
+                                             history, state_now(), rank)
                         result = _result(unet, spatial_names, model, config, clips, appearance, history, run_dir,
                                          step, cancelled=True)
                         where = saved_to if saved_to is not None else "nowhere (no run folder)"
@@ -319,8 +323,8 @@ def train(model: "VideoModel", clips: Sequence["Clip"], config: TrainConfig, run
                     if rank == 0 and callbacks.on_step is not None:
                         callbacks.on_step(StepInfo(step, config.steps, losses, dict(lrs)))
                     if step % max(1, config.checkpoint_every) == 0 or step == config.steps:
-                        _save(run_dir, step, unet, spatial_names, model, config, clips, appearance, history,
-                              state_now(), rank)
+                        last_saved = {step: _save(run_dir, step, unet, spatial_names, model, config, clips,
+                                                  appearance, history, state_now(), rank)}
                     if (config.validation_every and step % config.validation_every == 0 and config.validation_prompt
                             and rank == 0 and callbacks.on_preview is not None):
                         callbacks.on_preview(step, _preview(model, config, clips, spatial_names, fork_devices))

@@ -223,6 +223,21 @@ def test_cancel_saves_a_checkpoint_and_raises(tiny_model, tmp_path):
     assert resumed.step == 3 and len(resumed.history) == 3
 
 
+def test_cancel_right_after_a_checkpoint_does_not_write_it_again(tiny_model, tmp_path, monkeypatch):
+    from motion_lora import run_folder
+
+    written: list[int] = []
+    real_save = run_folder.save_checkpoint
+    monkeypatch.setattr(run_folder, "save_checkpoint", lambda run_dir, step, *a: written.append(step) or
+                        real_save(run_dir, step, *a))
+    seen: list[int] = []
+    callbacks = TrainCallbacks(on_step=lambda info: seen.append(info.step), should_cancel=lambda: len(seen) >= 2)
+    with pytest.raises(TrainingCancelled) as info:
+        train(tiny_model, [clip()], TrainConfig(**{**FAST, "steps": 10, "checkpoint_every": 2}),
+              run_dir=tmp_path / "run", callbacks=callbacks)
+    assert written == [2] and info.value.checkpoint == tmp_path / "run" / "checkpoint-000002"
+
+
 def test_preview_uses_motion_lora_alone_in_eval_mode(tiny_model, monkeypatch):
     import motion_lora.sampling
 
