@@ -62,12 +62,19 @@ def read_metadata(path: str | Path) -> dict:
     if meta.get("format") != FORMAT:
         raise LoraFileError(f"{path} is not a MotionDirector LoRA of this pack (no '{FORMAT}' metadata). "
                             "For an official MotionDirector checkpoint use the official-checkpoint import.")
-    if int(meta.get("format_version", "0")) > FORMAT_VERSION:
+    try:
+        version = int(meta.get("format_version", "0"))
+        for key in ("rank", "target_count"):
+            int(meta.get(key, "0"))
+        float(meta.get("alpha", "0"))
+        meta["training"] = json.loads(meta.get("training") or "{}")
+    except ValueError as e:
+        raise LoraFileError(f"{path} has damaged metadata ({e}); re-save it from its run folder") from e
+    if version > FORMAT_VERSION:
         raise LoraFileError(f"{path} was written by a newer version of the pack (format "
                             f"{meta['format_version']}); update the pack to read it")
     if meta.get("kind") not in KINDS:
         raise LoraFileError(f"{path} has unknown adapter kind {meta.get('kind')!r}")
-    meta["training"] = json.loads(meta.get("training") or "{}")
     return meta
 
 

@@ -63,7 +63,7 @@ class TrainConfig:
     train_temporal: bool = True
     spatial_per_clip: bool = False  # one spatial LoRA per clip (official multi-video) instead of one shared
     weight_decay: float = 1e-2
-    checkpoint_every: int = 50
+    checkpoint_every: int = 50  # 0: only at the end (and when cancelled)
     seed: int = 0
     gradient_checkpointing: bool | str = True  # True/"all": least memory; "attention": faster, more memory; False
     mixed_precision: str = "no"  # "no" | "fp16" | "bf16": autocast dtype; base weights keep the model's dtype
@@ -322,7 +322,8 @@ def train(model: "VideoModel", clips: Sequence["Clip"], config: TrainConfig, run
                     history.append({"step": step, **losses})
                     if rank == 0 and callbacks.on_step is not None:
                         callbacks.on_step(StepInfo(step, config.steps, losses, dict(lrs)))
-                    if step % max(1, config.checkpoint_every) == 0 or step == config.steps:
+                    periodic = config.checkpoint_every > 0 and step % config.checkpoint_every == 0
+                    if periodic or step == config.steps:
                         last_saved = {step: _save(run_dir, step, unet, spatial_names, model, config, clips,
                                                   appearance, history, state_now(), rank)}
                     if (config.validation_every and step % config.validation_every == 0 and config.validation_prompt

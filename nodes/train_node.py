@@ -100,7 +100,7 @@ class Train:
                 "spatial_per_clip": (SWITCH, {"default": RECIPE, "tooltip": "One appearance LoRA per clip "
                                      "(recipe: on for multi-video), so the motion LoRA learns less appearance."}),
                 "checkpoint_every": ("INT", {"default": -1, "min": -1, "max": 100000, "tooltip": _keep(
-                                     "Save a resumable checkpoint every N steps, and at the end.")}),
+                                     "Save a resumable checkpoint every N steps, and at the end (0: only at the end).")}),
                 "validation_prompt": ("STRING", {"default": "", "multiline": True, "tooltip": "A prompt sampled "
                                       "during training as the progress bar's live preview (empty: none)."}),
                 "validation_every": ("INT", {"default": 0, "min": 0, "max": 100000, "tooltip": "Sample the "

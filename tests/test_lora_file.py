@@ -151,3 +151,13 @@ def test_refuses_truncated_and_corrupt_files(model, tmp_path):
     empty.write_bytes(b"")
     with pytest.raises(LoraFileError, match=r"empty\.safetensors"):
         load_adapter(empty)
+
+
+def test_damaged_metadata_is_a_clear_error(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "damaged.safetensors"
+    save_file({"x.lora_A.weight": torch.zeros(1, 1)}, str(path),
+              metadata={"format": "motion_director_lora", "format_version": "one", "kind": "temporal"})
+    with pytest.raises(LoraFileError, match="damaged.safetensors has damaged metadata"):
+        read_metadata(path)

@@ -387,3 +387,8 @@ def test_checkpointing_setting_accepts_policies_and_refuses_others():
     assert TrainConfig(gradient_checkpointing=False).checkpoint_policy is None
     with pytest.raises(ValueError, match="gradient_checkpointing"):
         TrainConfig(gradient_checkpointing="sometimes").check()
+
+
+def test_checkpoint_every_zero_saves_only_at_the_end(tiny_model, tmp_path):
+    train(tiny_model, [clip()], TrainConfig(**{**FAST, "checkpoint_every": 0}), run_dir=tmp_path / "run")
+    assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*")) == ["checkpoint-000003"]
