@@ -18,15 +18,11 @@ TRAIN_DATA_OPTIONS = ("num_frames", "start", "stride", "fps", "width", "height",
 def _load_model(spec: str, dtype: str, device: str):
     import os
 
+    from .model import open_model
+
     if device == "cuda" and "LOCAL_RANK" in os.environ:  # torchrun / accelerate launch: one GPU per process
         device = f"cuda:{os.environ['LOCAL_RANK']}"
-    if spec.lower().startswith("tiny"):
-        from .tiny import build_tiny_model
-
-        return build_tiny_model(dtype=dtype, device=device)
-    from .model import load_model
-
-    return load_model(spec, dtype=dtype, device=device)
+    return open_model(spec, dtype=dtype, device=device)
 
 
 def _read_config(path: str | None) -> dict:

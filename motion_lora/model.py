@@ -164,3 +164,15 @@ def load_model(folder: str | Path, dtype: str | torch.dtype = "fp16", device: st
     model = VideoModel(unet, vae, text_encoder, tokenizer, scheduler_config, backbone, str(folder), dtype)
     backbone_for(unet)  # the weights agree with what model_index.json announced
     return model
+
+
+def open_model(spec: str | Path, dtype: str | torch.dtype = "fp16", device: str | torch.device = "cpu") -> VideoModel:
+    """A diffusers folder, or "tiny" (or the tiny model's display name) for the built-in test model.
+
+    The one entry point for "which model did the user pick", shared by the CLI and the nodes.
+    """
+    from .tiny import TINY_NAME, build_tiny_model
+
+    if str(spec) in ("tiny", TINY_NAME) and not Path(spec).is_dir():
+        return build_tiny_model(seed=0, dtype=dtype, device=device)
+    return load_model(spec, dtype=dtype, device=device)

@@ -70,15 +70,11 @@ class LoadModel:
             dtype = "fp32" if torch.device(device).type == "cpu" else "fp16"
         # ComfyUI runs nodes under inference mode; weights created there could never take part
         # in a training step's backward pass, so the model is built outside it.
+        from motion_lora.model import open_model
+
         with torch.inference_mode(False):
-            if model_name == TINY_NAME:
-                from motion_lora.tiny import build_tiny_model
-
-                model = build_tiny_model(seed=0, dtype=dtype, device=device)
-            else:
-                from motion_lora.model import load_model
-
-                model = load_model(find_model_folder(model_name), dtype=dtype, device=device)
+            spec = model_name if model_name == TINY_NAME else find_model_folder(model_name)
+            model = open_model(spec, dtype=dtype, device=device)
         return (PatchedModel(model),)
 
 

@@ -127,3 +127,14 @@ def test_a_training_step_on_the_tiny_model_is_well_under_a_second(tiny_model):
         temporal_loss(pred, torch.zeros_like(pred), 0)[0].backward()
         timings.append(time.perf_counter() - start)
     assert min(timings) < 0.5, timings
+
+
+def test_open_model_takes_tiny_or_a_folder(tiny_model_dir):
+    from motion_lora.model import open_model
+    from motion_lora.tiny import TINY_NAME
+
+    assert open_model("tiny", dtype="fp32").source == "tiny"
+    assert open_model(TINY_NAME, dtype="fp32").source == "tiny"
+    assert open_model(tiny_model_dir, dtype="fp32").source == str(tiny_model_dir)
+    with pytest.raises(ModelLoadError, match="tinyish"):
+        open_model(tiny_model_dir.parent / "tinyish")
