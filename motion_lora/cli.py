@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -99,16 +100,46 @@ def cmd_train(args) -> int:
         text = " ".join(f"{k}={v:.4f}" for k, v in info.losses.items())
         bar.update(info.step, text)
 
+    callbacks = TrainCallbacks(on_step=on_step, should_cancel=_StopOnCtrlC.asked)
     try:
-        result = train(model, clips, config, run_dir=merged["output"], callbacks=TrainCallbacks(on_step=on_step),
-                       resume=bool(merged.get("resume")), appearance=appearance)
+        with _StopOnCtrlC():
+            result = train(model, clips, config, run_dir=merged["output"], callbacks=callbacks,
+                           resume=bool(merged.get("resume")), appearance=appearance)
     except TrainingCancelled as e:
         bar.close()
-        print(e, file=sys.stderr)
+        print(f"{e}; continue with --resume", file=sys.stderr)
         return 130
     bar.close()
     print(f"trained {result.step} steps; run folder: {result.run_dir}")
     return 0
+
+
+class _StopOnCtrlC:
+    """The first Ctrl-C asks the trainer to stop after its step and save a checkpoint; a second one aborts."""
+
+    _asked = False
+
+    @classmethod
+    def asked(cls) -> bool:
+        return cls._asked
+
+    def __enter__(self):
+        type(self)._asked = False
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: leave Ctrl-C alone
+            self._previous = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum, frame):
+        if type(self)._asked:
+            raise KeyboardInterrupt
+        type(self)._asked = True
+        print("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
 
 
 # --- sample ----------------------------------------------------------------------------------------

@@ -133,3 +133,27 @@ def test_import_official_writes_both_paths_and_refuses_to_overwrite_any(tmp_path
     assert "temporal.safetensors" in capsys.readouterr().err
     assert not (out / "spatial.safetensors").exists()  # refused before writing anything
     assert (out / "temporal.safetensors").read_bytes() == temporal_before
+
+
+def test_ctrl_c_during_training_saves_a_checkpoint_and_says_how_to_resume(tmp_path, clip_file, capsys, monkeypatch):
+    import os
+    import signal
+
+    from motion_lora import cli
+
+    original = cli._Progress.update
+
+    def update(self, step, text=""):
+        original(self, step, text)
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # the user presses Ctrl-C during step 2
+
+    monkeypatch.setattr(cli._Progress, "update", update)
+    run = tmp_path / "run"
+    code = main(["train", "--model", "tiny", "--data", str(clip_file), "--output", str(run), "--steps", "50",
+                 "--rank", "2", "--checkpoint-every", "100", *SMALL])
+    assert code == 130
+    err = capsys.readouterr().err
+    assert "cancelled at step 2" in err and "--resume" in err
+    assert (run / "checkpoint-000002" / "training_state.pt").is_file()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
