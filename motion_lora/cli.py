@@ -233,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
                       ("weight_decay", float), ("hflip_prob", float), ("validation_every", int)]:
         t.add_argument("--" + name.replace("_", "-"), dest=name, type=typ)
     t.add_argument("--validation-prompt", dest="validation_prompt")
-    t.add_argument("--mixed-precision", dest="mixed_precision", choices=["no", "fp16", "bf16"])
+    t.add_argument("--mixed-precision", dest="mixed_precision", choices=["no", "fp16", "bf16", "auto"],
+                   help="autocast dtype (auto: fp16 on a GPU, bf16 for a bf16 model, none on the CPU)")
     t.add_argument("--no-spatial", dest="train_spatial", action="store_false", default=None)
     t.add_argument("--no-temporal", dest="train_temporal", action="store_false", default=None)
     t.add_argument("--spatial-per-clip", dest="spatial_per_clip", action="store_true", default=None)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .data import Clip
     from .model import VideoModel
 
-MIXED_PRECISION = {"no": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+MIXED_PRECISION = {"no": None, "fp16": torch.float16, "bf16": torch.bfloat16, "auto": None}
 CHECKPOINT_POLICIES = ("all", "attention")
 
 # The official configs (METHOD.md, "Official recipes"), as overrides of TrainConfig's defaults.
@@ -66,7 +66,7 @@ class TrainConfig:
     checkpoint_every: int = 50  # 0: only at the end (and when cancelled)
     seed: int = 0
     gradient_checkpointing: bool | str = True  # True/"all": least memory; "attention": faster, more memory; False
-    mixed_precision: str = "no"  # "no" | "fp16" | "bf16": autocast dtype; base weights keep the model's dtype
+    mixed_precision: str = "no"  # "no" | "fp16" | "bf16" | "auto": autocast dtype; base weights keep their dtype
     offset_noise: float = 0.0
     validation_prompt: str = ""
     validation_every: int = 0  # 0: no previews
@@ -111,6 +111,15 @@ class TrainConfig:
                              f"got {self.gradient_checkpointing!r}")
         if not (self.train_spatial or self.train_temporal):
             raise ValueError("nothing to train: turn on train_spatial, train_temporal or both")
+
+
+def resolve_precision(choice: str, model: "VideoModel") -> str:
+    """"auto" -> no autocast on the CPU; on a GPU bf16 for a bf16 model, else fp16 (as the official recipes)."""
+    if choice != "auto":
+        return choice
+    if model.device.type == "cpu":
+        return "no"
+    return "bf16" if model.dtype == torch.bfloat16 else "fp16"
 
 
 @dataclass
@@ -173,6 +182,9 @@ def train(model: "VideoModel", clips: Sequence["Clip"], config: TrainConfig, run
     With `run_dir`, checkpoints are saved there; `resume=True` continues the last one.
     """
     config.check()
+    if resume and run_dir is None:
+        raise ValueError("resume=True needs the run folder to resume from: pass run_dir")
+    config = replace(config, mixed_precision=resolve_precision(config.mixed_precision, model))
     clips, appearance = list(clips), list(appearance or [])
     _check_clips(clips, appearance, config)
     callbacks = callbacks or TrainCallbacks()
@@ -552,6 +564,10 @@ def _check_clips(clips: list, appearance: list, config: TrainConfig) -> None:
     if config.train_temporal and all(c.frames.shape[0] < 2 for c in clips):
         raise ValueError("every clip is a single image, so there is no motion to learn: use the 'images' recipe "
                          "(train_temporal=False), or give video clips")
+    stills = [n for n, c in enumerate(clips) if c.frames.shape[0] < 2]
+    if config.train_temporal and stills:
+        raise ValueError(f"clip {stills[0]} ({getattr(clips[stills[0]], 'source', '')}) is a single image among video "
+                         "clips: the motion path needs frames. Pass images as appearance clips instead.")
     if appearance and not config.train_spatial:
         raise ValueError("appearance images were given but train_spatial is off: turn it on to learn their appearance")
 

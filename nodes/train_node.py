@@ -49,16 +49,6 @@ def _fresh(clips):
     return [replace(clip, frames=clip.frames.clone()) for clip in clips]
 
 
-def _precision(choice: str, model) -> str:
-    if choice != "auto":
-        return choice
-    import torch
-
-    if model.device.type == "cpu":
-        return "no"
-    return "bf16" if model.dtype == torch.bfloat16 else "fp16"
-
-
 class Train:
     DESCRIPTION = ("Trains MotionDirector's two LoRAs: motion (temporal) from the motion clips, appearance "
                    "(spatial) from their frames or from the optional appearance images. Saves the run to "
@@ -144,7 +134,7 @@ class Train:
             train_spatial=train_spatial, train_temporal=train_temporal, spatial_per_clip=spatial_per_clip,
             checkpoint_every=checkpoint_every, validation_every=validation_every))
         config = replace(config, seed=seed, validation_prompt=validation_prompt.strip(),
-                         validation_steps=validation_steps, mixed_precision=_precision(mixed_precision, model.model),
+                         validation_steps=validation_steps, mixed_precision=mixed_precision,
                          gradient_checkpointing=False if gradient_checkpointing == "off" else gradient_checkpointing)
         run_dir = lora_folder.new_run_dir(run_name)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -392,3 +393,23 @@ def test_checkpointing_setting_accepts_policies_and_refuses_others():
 def test_checkpoint_every_zero_saves_only_at_the_end(tiny_model, tmp_path):
     train(tiny_model, [clip()], TrainConfig(**{**FAST, "checkpoint_every": 0}), run_dir=tmp_path / "run")
     assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*")) == ["checkpoint-000003"]
+
+
+def test_auto_precision_follows_device_and_dtype(tiny_model):
+    from motion_lora.training import resolve_precision
+
+    assert resolve_precision("auto", tiny_model) == "no"  # CPU
+    assert resolve_precision("bf16", tiny_model) == "bf16"
+    gpu_bf16 = SimpleNamespace(device=torch.device("cuda"), dtype=torch.bfloat16)
+    gpu_fp16 = SimpleNamespace(device=torch.device("cuda"), dtype=torch.float16)
+    assert resolve_precision("auto", gpu_bf16) == "bf16" and resolve_precision("auto", gpu_fp16) == "fp16"
+    result = train(tiny_model, [clip()], TrainConfig(**{**FAST, "steps": 1, "mixed_precision": "auto"}))
+    assert result.temporal.training["mixed_precision"] == "no"
+
+
+def test_bad_run_requests_are_refused_before_anything_happens(tiny_model, tmp_path):
+    with pytest.raises(ValueError, match="run_dir"):
+        train(tiny_model, [clip()], TrainConfig(**FAST), resume=True)
+    still = clip(frames=1)
+    with pytest.raises(ValueError, match="clip 1 .*single image.*appearance"):
+        train(tiny_model, [clip(), still], TrainConfig(**FAST))
