@@ -310,11 +310,13 @@ def train(model: "VideoModel", clips: Sequence["Clip"], config: TrainConfig, run
                         scaler.scale(loss_spatial).backward()
                         losses["loss_spatial"] = loss_spatial.item()
 
-                    # temporal path: whole clip, temporal LoRA + (unless masked) the frozen-for-this-loss spatial LoRA
+                    # temporal path: whole clip, temporal LoRA + (unless masked) the frozen-for-this-loss spatial
+                    # LoRA, which stands in for the clip's appearance. A LoRA learning separate appearance images
+                    # would put a foreign look into the clip's prediction instead, so it stays off here.
                     if config.train_temporal:
                         anchor = int(torch.randint(clip.frames, (1,), generator=generator))
                         on = {TEMPORAL: 1.0}
-                        if spatial_name is not None and not masked:
+                        if spatial_name is not None and not masked and not appearance:
                             on[spatial_name] = 1.0
                         adapters.set_strengths(unet, on)
                         train_only(TEMPORAL)

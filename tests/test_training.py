@@ -290,6 +290,9 @@ def test_appearance_clips_feed_the_spatial_path(tiny_model, monkeypatch):
 
     def predict(unet, latents, t, text):
         texts.append((latents.shape[2], text))
+        active = {k for k, v in adapters.current_strengths(unet).items() if v}
+        # the appearance LoRA learns from the images only and never stands in the clips' temporal pass
+        assert active == ({"spatial"} if latents.shape[2] == 1 else {"temporal"}), active
         return real_predict(unet, latents, t, text)
 
     monkeypatch.setattr(tiny_model.backbone, "predict", predict)
