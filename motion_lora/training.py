@@ -178,7 +178,8 @@ def train(model: "VideoModel", clips: Sequence["Clip"], config: TrainConfig, run
     """Train MotionDirector's LoRAs on `clips`; returns plain adapters and leaves `model` as it was.
 
     `appearance` (images or clips) makes the spatial path learn from them instead of from
-    the motion clips: one run then yields a motion LoRA and an appearance LoRA.
+    the motion clips: one run then yields a motion LoRA and an appearance LoRA. That LoRA
+    does not stand in for the clips' look, so it stays off in the temporal pass.
     With `run_dir`, checkpoints are saved there; `resume=True` continues the last one.
     """
     config.check()
