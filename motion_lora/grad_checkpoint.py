@@ -48,8 +48,11 @@ def disable(modules: Iterable[nn.Module]) -> None:
 
 @contextlib.contextmanager
 def checkpointed(modules: Iterable[nn.Module], enabled: bool = True) -> Iterator[None]:
-    """Gradient checkpointing on `modules` inside the block (a no-op when not `enabled`)."""
-    modules = list(modules) if enabled else []
+    """Gradient checkpointing on `modules` inside the block (a no-op when not `enabled`).
+
+    Modules that were already checkpointed before the block stay so after it.
+    """
+    modules = [m for m in modules if not getattr(m, _MARK, False)] if enabled else []
     enable(modules)
     try:
         yield

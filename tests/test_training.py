@@ -416,3 +416,12 @@ def test_bad_run_requests_are_refused_before_anything_happens(tiny_model, tmp_pa
     still = clip(frames=1)
     with pytest.raises(ValueError, match="clip 1 .*single image.*appearance"):
         train(tiny_model, [clip(), still], TrainConfig(**FAST))
+
+
+def test_checkpointed_block_leaves_earlier_checkpointing_in_place(tiny_model):
+    units = tiny_model.backbone.checkpoint_units(tiny_model.unet)
+    grad_checkpoint.enable(units[:2])
+    with grad_checkpoint.checkpointed(units):
+        assert all(getattr(m, "_motion_lora_checkpointed", False) for m in units)
+    assert [getattr(m, "_motion_lora_checkpointed", False) for m in units[:3]] == [True, True, False]
+    grad_checkpoint.disable(units)
