@@ -16,8 +16,34 @@ import torch
 from torch import nn
 
 
+class Objective(Protocol):
+    """The diffusion objective a family was trained with: how a clean latent is noised and what the model predicts.
+
+    ZeroScope: DDPM noising with an epsilon (or v) target at integer timesteps; Wan: flow matching,
+    `x_t = (1 - s) x_0 + s * noise` at a shifted sigma `s`, velocity target `noise - x_0`. The trainer only
+    calls these methods, so it never knows which one it runs.
+    """
+
+    num_train_timesteps: int
+
+    def sample_timesteps(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """`n` training timesteps on the CPU, in the units `Backbone.predict` takes (drawn from `generator` only)."""
+
+    def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Noisy latents at timesteps `t` (one per batch item)."""
+
+    def target(self, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What the denoiser should output for these noisy latents (epsilon, v, or the flow velocity)."""
+
+
 class Backbone(Protocol):
-    """Facts about one model family. Implementations are stateless."""
+    """Facts about one model family. Implementations are stateless.
+
+    The spatial path's one-frame input is a backbone fact too. With `spatial_reuses_clip_noise` True
+    (ZeroScope: a latent frame is one video frame) the spatial path takes frame `i` of the step's noisy
+    clip and target; otherwise (Wan: a later latent frame summarises 4 video frames) it takes frame `i`
+    encoded on its own as an image (`image_latents`), noised afresh at the step's timestep.
+    """
 
     name: str  # short id written into adapter files, e.g. "unet3d"
 
@@ -56,6 +82,19 @@ class Backbone(Protocol):
 
     def latent_shape(self, unet: nn.Module, vae, frames: int, height: int, width: int) -> tuple[int, ...]:
         """Shape of the latents of one clip of `frames` x `height` x `width` pixels."""
+
+    spatial_reuses_clip_noise: bool
+
+    def objective(self, scheduler_config: dict) -> Objective:
+        """The training objective of a model with this scheduler config."""
+
+    def image_latents(self, vae, frames: torch.Tensor, clip_latents: torch.Tensor,
+                      generator: torch.Generator | None) -> torch.Tensor:
+        """Every frame of `frames` `[F, H, W, 3]` as a one-frame clip: `[F, C, 1, h, w]` in this layout.
+
+        May reuse `clip_latents` (the clip's own latents) where a latent frame is an image frame."""
+
+    # `predict` on a one-frame input runs the model as an image model (ZeroScope: temporal layers skipped).
 
 
 def linear_fingerprint(family: str, unet: nn.Module, targets: Sequence[str]) -> str:
