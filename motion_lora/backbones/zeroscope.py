@@ -8,6 +8,7 @@ rules for the two LoRA paths follow the official MotionDirector `_find_modules_v
 
 from __future__ import annotations
 
+import contextlib
 from typing import Iterator, Sequence
 
 import torch
@@ -19,6 +20,7 @@ SPATIAL_PARENT = "Transformer2DModel"
 TEMPORAL_PARENT = "TransformerTemporalModel"
 SPATIAL_KEYS = ("attn1", "ff")  # not attn2: cross-attention keeps following the prompt
 TEMPORAL_KEYS = ("attn1", "attn2", "ff")
+TEMPORAL_CONV = "TemporalConvLayer"  # diffusers' temporal convolution (`*.temp_convs.N`)
 
 
 def _linears(module: nn.Module) -> Iterator[tuple[str, nn.Module]]:
@@ -49,6 +51,46 @@ def _targets(unet: nn.Module, parent_class: str, keys: Sequence[str]) -> list[st
     return found
 
 
+def _skip_temporal_transformer(hidden_states, *args, return_dict: bool = True, **kwargs):
+    """`TransformerTemporalModel` without its work: the input unchanged, returned the way it returns it."""
+    from diffusers.models.transformers.transformer_temporal import TransformerTemporalModelOutput
+
+    return TransformerTemporalModelOutput(sample=hidden_states) if return_dict else (hidden_states,)
+
+
+def _skip_temporal_conv(hidden_states, *args, **kwargs):
+    """`TemporalConvLayer` without its work: it maps `[batch*frames, C, h, w]` to the same shape."""
+    return hidden_states
+
+
+@contextlib.contextmanager
+def temporal_layers_skipped(unet: nn.Module) -> Iterator[None]:
+    """Inside the block, `transformer_in`, every temporal convolution and every temporal transformer pass
+    their input through unchanged: the official patched UNet's `num_frames == 1` path (`use_temporal`).
+
+    diffusers' `UNet3DConditionModel` runs those layers on a single frame too, which gives another function
+    than the one MotionDirector trains the spatial LoRA against. Only each module's `forward` is swapped (an
+    instance attribute, restored on exit, so a gradient-checkpointing wrapper or any other override already
+    there comes back): the module tree, peft layers, hooks and weights are untouched. The spatial layers run
+    as usual, with autocast and backprop. A skipped module does no work, so nothing of it is saved for
+    backward and nothing is recomputed there (no checkpoint unit contains a temporal module).
+    """
+    swapped: list[tuple[nn.Module, object]] = []
+    try:
+        for module in unet.modules():
+            kind = type(module).__name__
+            if kind in (TEMPORAL_PARENT, TEMPORAL_CONV):
+                swapped.append((module, module.__dict__.get("forward")))
+                module.forward = _skip_temporal_transformer if kind == TEMPORAL_PARENT else _skip_temporal_conv
+        yield
+    finally:
+        for module, previous in swapped:
+            if previous is None:
+                del module.forward
+            else:
+                module.forward = previous
+
+
 class ZeroScope:
     """Backbone facts for `UNet3DConditionModel` models (ZeroScope v2, ModelScope T2V)."""
 
@@ -74,7 +116,8 @@ class ZeroScope:
         "all": every resnet, temporal convolution and transformer, the least memory
         (ZeroScope 384x384x16 trains in about 5.5 GB); "attention": only the spatial and
         temporal transformers, whose activations are most of the memory, so less is
-        recomputed (faster) for a few GB more.
+        recomputed (faster) for a few GB more. No unit may contain a temporal module: a 1-frame `predict`
+        skips those only while it runs, and a unit recomputed in backward would run them again.
         """
         groups = {"all": ("resnets", "temp_convs", "attentions", "temp_attentions"),
                   "attention": ("attentions", "temp_attentions")}
@@ -136,4 +179,9 @@ class ZeroScope:
 
     # --- denoiser ---------------------------------------------------------------------------
     def predict(self, unet, latents: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        return unet(latents, t, encoder_hidden_states=text, return_dict=False)[0]
+        """The UNet's output; a one-frame input runs as an image, without the temporal layers (see
+        `temporal_layers_skipped`), as every one-frame pass of MotionDirector does (spatial path, images)."""
+        if latents.shape[self.frame_dim] != 1:
+            return unet(latents, t, encoder_hidden_states=text, return_dict=False)[0]
+        with temporal_layers_skipped(unet):
+            return unet(latents, t, encoder_hidden_states=text, return_dict=False)[0]
