@@ -25,6 +25,10 @@ SPATIAL = "spatial"
 TEMPORAL = "temporal"
 KINDS = (SPATIAL, TEMPORAL)
 
+# Where LoRA dropout masks (see `inject`): "rank" ours, "output" the official `utils/lora.py` placement.
+DROPOUT_PLACEMENTS = ("rank", "output")
+DEFAULT_DROPOUT_PLACEMENT = "rank"
+
 
 class AdapterMismatchError(ValueError):
     """An adapter that does not fit a model (other architecture, other path, other layers)."""
@@ -77,18 +81,29 @@ def adapter_names(unet: nn.Module) -> set[str]:
 
 
 def inject(unet: nn.Module, backbone, name: str, kind: str, rank: int = 32, alpha: float | None = None,
-           dropout: float = 0.0, targets: list[str] | None = None) -> list[str]:
+           dropout: float = 0.0, targets: list[str] | None = None,
+           dropout_placement: str = DEFAULT_DROPOUT_PLACEMENT) -> list[str]:
     """Add a new adapter `name` on the `kind` path; returns its target layer paths.
 
     Initialisation is the official one (down ~ N(0, 1/r), up = 0), so a fresh adapter
-    changes nothing. Dropout acts on the rank-r activations (`up(dropout(down(x)))`, as
-    MotionDirector does), which costs a mask of r values per token instead of one per input
-    feature, and nothing at all when it is 0. The new adapter starts with strength 0.
+    changes nothing. The new adapter starts with strength 0.
+
+    LoRA dropout (active in training mode only) sits where `dropout_placement` says:
+    - "rank" (ours, the default): `up(dropout(down(x)))`, a mask over the r rank values of
+      each token; cheap (r values, not one per feature);
+    - "output" (the official MotionDirector `LoraInjectedLinear`): `dropout(up(down(x)))`, a
+      mask over the LoRA's `out_features`, a mask as wide as the layer's output.
+    Either way dropout 0 adds nothing to the forward pass. (peft's own `lora_dropout`, a mask
+    over the input features, `up(down(dropout(x)))`, is neither and is not used.)
     """
     from peft import LoraConfig, inject_adapter_in_model
 
     if name in adapter_names(unet):
         raise ValueError(f"the model already has an adapter named {name!r}")
+    if dropout_placement not in DROPOUT_PLACEMENTS:
+        raise ValueError(f"dropout_placement must be one of {DROPOUT_PLACEMENTS}, got {dropout_placement!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"LoRA dropout must be in [0, 1), got {dropout}")
     targets = targets or targets_for(unet, backbone, kind)
     before = current_strengths(unet)
     flags = _grad_flags(unet)
@@ -101,8 +116,9 @@ def inject(unet: nn.Module, backbone, name: str, kind: str, rank: int = 32, alph
         if name in layer.lora_A:
             layer.lora_A[name].to(torch.float32)
             layer.lora_B[name].to(torch.float32)
-            if dropout > 0:
-                layer.lora_A[name].register_forward_hook(_rank_dropout(dropout))
+            if dropout > 0:  # on the output of down (rank) or of up (output); the strength is a scalar after it
+                masked = layer.lora_A[name] if dropout_placement == "rank" else layer.lora_B[name]
+                masked.register_forward_hook(_dropout_hook(dropout))
     _restore_grad_flags(flags)  # peft's injection activates the new adapter everywhere and flips others' flags
     set_trainable(unet, [name], False)
     set_strengths(unet, {**before, name: 0.0})
@@ -118,7 +134,9 @@ def _restore_grad_flags(flags: list[tuple[nn.Parameter, bool]]) -> None:
         p.requires_grad_(flag)
 
 
-def _rank_dropout(p: float):
+def _dropout_hook(p: float):
+    """Dropout on a module's output, while that module is in training mode."""
+
     def hook(module, inputs, output):
         return F.dropout(output, p, module.training)
 

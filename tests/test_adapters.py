@@ -200,6 +200,67 @@ def test_strength_scales_the_lora_delta_linearly(unet):
         torch.testing.assert_close(deltas[s], s * deltas[1.0], atol=1e-6, rtol=1e-5)
 
 
+def _dropout_layer(unet, p: float, placement: str, rank: int = 4):
+    """One spatial linear with a LoRA whose up maps output feature j to rank value j % rank (up[j, j % r] = 1),
+    so a mask over the rank values zeroes whole groups of outputs, a mask over the outputs single ones."""
+    inject(unet, BACKBONE, "spatial", "spatial", rank=rank, dropout=p, dropout_placement=placement)
+    set_strengths(unet, {"spatial": 1.0})
+    layer = dict(lora_layers(unet))[BACKBONE.spatial_targets(unet)[0]]
+    with torch.no_grad():
+        layer.lora_A["spatial"].weight.normal_(generator=torch.Generator().manual_seed(0))
+        up = layer.lora_B["spatial"].weight
+        up.zero_()
+        up[torch.arange(up.shape[0]), torch.arange(up.shape[0]) % rank] = 1.0
+    return layer
+
+
+def _lora_delta(layer, x, training: bool, seed: int = 0) -> torch.Tensor:
+    layer.train(training)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        return layer(x) - layer.base_layer(x)
+
+
+@pytest.mark.parametrize("placement", ["rank", "output"])
+def test_lora_dropout_masks_the_placement_s_tensor_at_rate_p(unet, placement):
+    p, rank = 0.3, 4
+    layer = _dropout_layer(unet, p, placement, rank)
+    x = torch.randn(4000, layer.in_features, generator=torch.Generator().manual_seed(1))
+    full = _lora_delta(layer, x, training=False)  # eval: no dropout
+    assert full.ne(0).all() and layer.out_features >= 4 * rank
+    delta = _lora_delta(layer, x, training=True)
+    dropped = delta == 0
+    kept = ~dropped
+    torch.testing.assert_close(delta[kept], full[kept] / (1 - p))  # inverted dropout: kept values scaled by 1/(1-p)
+    groups = torch.arange(layer.out_features) % rank  # outputs that read the same rank value
+    same_as_group = (dropped == dropped[:, groups]).all()
+    if placement == "rank":  # up(dropout(down(x))): whole groups of outputs drop together
+        assert same_as_group
+        rate = dropped[:, :rank].float().mean()
+    else:  # official dropout(up(down(x))): each output feature on its own
+        assert not same_as_group
+        rate = dropped.float().mean()
+    assert abs(float(rate) - p) < 0.02, rate
+    assert torch.equal(_lora_delta(layer, x, training=True), delta)  # same seed, same mask
+    assert not torch.equal(_lora_delta(layer, x, training=True, seed=1), delta)
+
+
+@pytest.mark.parametrize("placement", ["rank", "output"])
+def test_lora_dropout_zero_adds_nothing(unet, placement):
+    layer = _dropout_layer(unet, 0.0, placement)
+    assert not layer.lora_A["spatial"]._forward_hooks and not layer.lora_B["spatial"]._forward_hooks
+    x = torch.randn(64, layer.in_features, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(_lora_delta(layer, x, training=True), _lora_delta(layer, x, training=False))
+
+
+def test_bad_dropout_settings_are_refused(unet):
+    with pytest.raises(ValueError, match="dropout_placement must be one of"):
+        inject(unet, BACKBONE, "spatial", "spatial", dropout=0.1, dropout_placement="input")
+    with pytest.raises(ValueError, match=r"LoRA dropout must be in \[0, 1\)"):
+        inject(unet, BACKBONE, "spatial", "spatial", dropout=1.0)
+    assert not list(lora_layers(unet))  # nothing injected
+
+
 def test_either_path_can_be_absent(unet, base_output):
     inject_random(unet, "temporal", "temporal", seed=4)
     assert set(dict(lora_layers(unet))) == set(BACKBONE.temporal_targets(unet))
