@@ -51,7 +51,9 @@ def import_official(path: str | Path, model, *, kind: str | None = None, clip: i
     `path` is a `checkpoint-N` folder (spatial and/or temporal LoRA), a `spatial` or
     `temporal` folder, or one file (kind from its `spatial`/`temporal` folder, from
     `kind`, or else from which path its count and shapes fit). `clip` picks the clip of a
-    several-clip spatial file. Adapters come back in `KINDS` order (spatial, temporal).
+    several-clip spatial file; a temporal file holds the one motion LoRA of all clips and takes
+    no clip index, so a whole `checkpoint-N` folder imports with any `clip`. Adapters come back
+    in `KINDS` order (spatial, temporal).
     """
     unet, backbone = _unet_and_backbone(model, backbone)
     return [import_official_file(file, unet, kind=file_kind, clip=clip, backbone=backbone)
@@ -146,9 +148,13 @@ def read_official_list(path: str | Path) -> list[torch.Tensor]:
 
 def official_to_adapter(tensors: list[torch.Tensor], unet: nn.Module, backbone, kind: str, *, clip: int = 0,
                         source: str | Path = "") -> LoraAdapter:
-    """Turn an official list into our adapter: `down -> lora_A.weight`, `up -> lora_B.weight`, alpha = rank."""
+    """Turn an official list into our adapter: `down -> lora_A.weight`, `up -> lora_B.weight`, alpha = rank.
+
+    `clip` applies to a spatial list only (one set per training clip); a temporal list has no clips."""
     if kind not in KINDS:
         raise OfficialCheckpointError(f"kind must be one of {KINDS}, got {kind!r}")
+    if kind == TEMPORAL:
+        clip = 0  # the official trainer writes one temporal LoRA, shared by every clip
     where = str(source) or "the official LoRA"
     targets = targets_for(unet, backbone, kind)
     clips = _clip_count(len(tensors), unet, backbone, kind, where)

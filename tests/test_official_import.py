@@ -169,6 +169,32 @@ def test_multi_clip_spatial_file_imports_the_chosen_clip(model, tmp_path):
         import_official_file(file, model, clip=3)
 
 
+def test_whole_checkpoint_folder_with_a_clip_index_applies_it_to_the_spatial_file_only(model, tmp_path):
+    """`import-official checkpoint-N --clip 1`: the spatial file has 2 clips, the temporal file none."""
+    from motion_lora.cli import main
+
+    clip = 1
+    folder, spatial, temporal = write_checkpoint(tmp_path, model.unet, spatial_clips=2)
+    sp, tm = import_official(folder, model, clip=clip)
+    assert (sp.kind, sp.training["clip"], sp.training["clips"], tm.kind) == ("spatial", clip, 2, "temporal")
+    assert "clip" not in tm.training and "clip" not in tm.name
+    with applied(model.unet, model.backbone, [(sp, 1.0), (tm, 1.0)]):
+        ours = run(model.unet, model.backbone)
+    reference = run(by_hand(model.unet, {"spatial": spatial[clip], "temporal": temporal}), model.backbone)
+    torch.testing.assert_close(ours, reference, atol=2e-5, rtol=1e-4)
+    assert import_official_file(folder / "temporal" / "lora" / "150_unet.pt", model, clip=clip).tensors.keys() == tm.tensors.keys()
+
+    out = tmp_path / "imported"  # the command line, on the built-in tiny model (the same seed-0 weights)
+    assert main(["import-official", str(folder), "--model", "tiny", "--clip", str(clip), "--output", str(out)]) == 0
+    files = {kind: load_adapter(out / f"{kind}.safetensors") for kind in ("spatial", "temporal")}
+    for adapter in (sp, tm):
+        saved = files[adapter.kind]
+        assert saved.tensors.keys() == adapter.tensors.keys()
+        assert all(torch.equal(saved.tensors[k], v) for k, v in adapter.tensors.items())
+    with pytest.raises(OfficialCheckpointError, match=r"2 training clip.*clip 2 does not exist"):
+        import_official(folder, model, clip=2)  # a clip the spatial file lacks is still refused
+
+
 def test_wrong_count_is_refused_with_what_was_expected(model, tmp_path):
     folder, _, _ = write_checkpoint(tmp_path, model.unet)
     spatial_file = folder / "spatial" / "lora" / "150_unet.pt"
