@@ -171,6 +171,20 @@ def set_strengths(unet: nn.Module, strengths: dict[str, float]) -> None:
         layer._active_adapter = active  # not set_adapter(): that also flips requires_grad
 
 
+@contextlib.contextmanager
+def at_strengths(unet: nn.Module, strengths: dict[str, float]):
+    """Run a block with these adapter strengths (adapters not named are off), then restore the previous ones.
+
+    `at_strengths(unet, {})` runs the base model alone, without removing anything.
+    """
+    before = current_strengths(unet)
+    set_strengths(unet, strengths)
+    try:
+        yield
+    finally:
+        set_strengths(unet, before)
+
+
 def set_trainable(unet: nn.Module, names: Iterable[str], trainable: bool) -> None:
     names = set(names)
     for p in adapter_parameters(unet, names):

@@ -23,7 +23,8 @@ def ddim_invert(model: VideoModel, latents: torch.Tensor, steps: int = 50,
                 cancel: Callable[[], bool] | None = None) -> torch.Tensor:
     """Run DDIM backwards from clean `latents` to noise: empty prompt, no guidance (official `ddim_inversion`).
 
-    Uses the UNet as it is now (with whatever adapters are active). `progress(step, total)`
+    Uses the UNet as it is now (with whatever adapters are active; the sampler switches them off
+    first unless asked not to, as the official flow inverts with the base model). `progress(step, total)`
     is called after each step; `cancel()` returning True stops with `SamplingCancelled`.
     Returns fp32 latents of the same shape, on the model's device.
     """

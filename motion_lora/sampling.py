@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .adapters import LoraAdapter, applied
+from .adapters import LoraAdapter, applied, at_strengths
 from .model import VideoModel
 from .noise_prior import ddim_invert, mix_noise_prior
 
@@ -90,13 +90,16 @@ def _step_kwargs(scheduler, generator: torch.Generator) -> dict:
 
 
 def _start_noise(model: VideoModel, shape: tuple[int, ...], generator: torch.Generator, noise_prior: float,
-                 reference, inversion_steps: int, progress: Progress | None, cancel: Cancel | None) -> torch.Tensor:
+                 reference, inversion_steps: int, invert_with_adapters: bool, progress: Progress | None,
+                 cancel: Cancel | None) -> torch.Tensor:
     """Unit-variance starting noise on the CPU: the seed's noise, mixed with the inverted reference when p > 0."""
     noise = torch.randn(shape, generator=generator, dtype=torch.float32)  # on the CPU: same seed, same video anywhere
     if noise_prior == 0:
         return noise
     clean = _reference_latents(model, reference, shape, generator)
-    inverted = ddim_invert(model, clean, inversion_steps, progress=progress, cancel=cancel)
+    # official: the inversion noise is the base model's (computed with the cached latents, before any LoRA)
+    with contextlib.nullcontext() if invert_with_adapters else at_strengths(model.unet, {}):
+        inverted = ddim_invert(model, clean, inversion_steps, progress=progress, cancel=cancel)
     return mix_noise_prior(inverted.cpu(), noise, noise_prior, model.backbone.frame_axis())
 
 
@@ -106,6 +109,7 @@ def sample_latents(model: VideoModel, prompt: str, negative_prompt: str = "", *,
                    scheduler: str = DEFAULT_SCHEDULER,
                    adapters: Sequence[tuple[LoraAdapter, float]] | None = None, noise_prior: float = 0.0,
                    reference: torch.Tensor | None = None, inversion_steps: int = 50,
+                   invert_with_adapters: bool = False,
                    progress: Progress | None = None, cancel: Cancel | None = None) -> torch.Tensor:
     """Denoised fp32 latents of one clip in the backbone's layout, on the model's device (see `sample`)."""
     shape = _check_inputs(model, width, height, frames, steps, noise_prior, reference)
@@ -119,7 +123,8 @@ def sample_latents(model: VideoModel, prompt: str, negative_prompt: str = "", *,
         # [uncond, cond] in one batch, as TextToVideoSDPipeline concatenates them
         text = model.encode_prompt([negative_prompt, prompt] if use_cfg else [prompt]).to(unet_dtype)
         generator = torch.Generator("cpu").manual_seed(int(seed))
-        noise = _start_noise(model, shape, generator, noise_prior, reference, inversion_steps, report, cancel)
+        noise = _start_noise(model, shape, generator, noise_prior, reference, inversion_steps, invert_with_adapters,
+                             report, cancel)
         scheduler.set_timesteps(steps, device=model.device)
         latents = noise.to(model.device) * scheduler.init_noise_sigma
         step_kwargs = _step_kwargs(scheduler, generator)
@@ -141,20 +146,23 @@ def sample(model: VideoModel, prompt: str, negative_prompt: str = "", *, width: 
            frames: int = 16, steps: int = 30, guidance: float = 12.0, seed: int = 0,
            scheduler: str = DEFAULT_SCHEDULER, adapters: Sequence[tuple[LoraAdapter, float]] | None = None,
            noise_prior: float = 0.0, reference: torch.Tensor | None = None, inversion_steps: int = 50,
-           decode_chunk: int = 8, progress: Progress | None = None, cancel: Cancel | None = None) -> torch.Tensor:
+           invert_with_adapters: bool = False, decode_chunk: int = 8, progress: Progress | None = None,
+           cancel: Cancel | None = None) -> torch.Tensor:
     """Generate a clip: float frames `[F, H, W, 3]` in 0..1 on the CPU.
 
     - `adapters`: None uses the UNet as it is (a trainer's preview sets strengths itself);
       a list of `(LoraAdapter, strength)` runs with exactly those and leaves the UNet unchanged.
     - `guidance` <= 1 runs the conditional branch only (one UNet call per step).
     - `noise_prior` p in [0, 1] starts from `sqrt(p) * ddim_invert(reference) + sqrt(1-p) * noise`;
-      `reference` is frames `[F, H, W, 3]` or latents, resized to the requested size if needed. The
-      inversion runs with the adapters applied, as the official sampler does.
+      `reference` is frames `[F, H, W, 3]` or latents, resized to the requested size if needed.
+    - `invert_with_adapters`: False (default, as the official flow, whose inversion noise is computed
+      with the base model when the latents are cached) inverts with every adapter off; True inverts
+      with the adapters in use for sampling (those of `adapters`, or the UNet's own when None).
     - `progress(step, total)` after every step (inversion steps included in `total` when inverting);
       `cancel()` is polled before every step and raises `SamplingCancelled` when it returns True.
     """
     latents = sample_latents(model, prompt, negative_prompt, width=width, height=height, frames=frames,
                              steps=steps, guidance=guidance, seed=seed, scheduler=scheduler, adapters=adapters,
                              noise_prior=noise_prior, reference=reference, inversion_steps=inversion_steps,
-                             progress=progress, cancel=cancel)
+                             invert_with_adapters=invert_with_adapters, progress=progress, cancel=cancel)
     return model.decode_latents(latents, decode_chunk)

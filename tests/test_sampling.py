@@ -176,6 +176,40 @@ def test_adapters_none_uses_the_unet_as_it_is(tiny_model):
     assert ad.current_strengths(tiny_model.unet) == {"temporal": 1.0}
 
 
+def test_noise_prior_inverts_with_the_base_model_unless_asked(tiny_model, monkeypatch):
+    """Official flow: the inversion noise is the base model's. `invert_with_adapters=True` uses the sampling adapters."""
+    import motion_lora.sampling as sampling
+
+    inversions = []
+    real = sampling.ddim_invert
+    monkeypatch.setattr(sampling, "ddim_invert", lambda *a, **k: inversions.append(real(*a, **k)) or inversions[-1])
+    reference = tiny_model.encode_frames(synthetic_clip(3, 32, 32), torch.Generator().manual_seed(0))
+    motion = _random_temporal_adapter(tiny_model, seed=0)
+    other = _random_temporal_adapter(tiny_model, seed=1)
+    settings = dict(steps=1, guidance=1.0, seed=2, noise_prior=0.5, reference=reference, inversion_steps=2, **TINY)
+
+    def inversion(**kwargs):
+        sample_latents(tiny_model, "a car", **settings, **kwargs)
+        return inversions[-1]
+
+    base = real(tiny_model, reference, 2)
+    assert torch.equal(inversion(), base)
+    assert torch.equal(inversion(adapters=[(motion, 1.0)]), base)  # default: the adapters do not matter
+    assert torch.equal(inversion(adapters=[(other, 1.0)]), base)
+    with_motion = inversion(adapters=[(motion, 1.0)], invert_with_adapters=True)
+    with_other = inversion(adapters=[(other, 1.0)], invert_with_adapters=True)
+    with ad.applied(tiny_model.unet, tiny_model.backbone, [(motion, 1.0)]):
+        torch.testing.assert_close(with_motion, real(tiny_model, reference, 2), rtol=0, atol=1e-6)
+    assert (with_motion - base).abs().max() > 1e-3 and (with_motion - with_other).abs().max() > 1e-3
+
+    # adapters=None (a trainer's preview): the UNet's own adapters are off for the inversion only, and kept
+    ad.add_adapter(tiny_model.unet, tiny_model.backbone, "temporal", motion)
+    ad.set_strengths(tiny_model.unet, {"temporal": 1.0})
+    assert torch.equal(inversion(), base)
+    assert ad.current_strengths(tiny_model.unet) == {"temporal": 1.0}
+    torch.testing.assert_close(inversion(invert_with_adapters=True), with_motion, rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(width=100), "width=100"),
     (dict(height=60), "height=60"),
