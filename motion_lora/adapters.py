@@ -102,8 +102,8 @@ def inject(unet: nn.Module, backbone, name: str, kind: str, rank: int = 32, alph
         raise ValueError(f"the model already has an adapter named {name!r}")
     if dropout_placement not in DROPOUT_PLACEMENTS:
         raise ValueError(f"dropout_placement must be one of {DROPOUT_PLACEMENTS}, got {dropout_placement!r}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"LoRA dropout must be in [0, 1), got {dropout}")
+    if not 0.0 <= dropout <= 1.0:
+        raise ValueError(f"LoRA dropout must be between 0 and 1, got {dropout}")
     targets = targets or targets_for(unet, backbone, kind)
     before = current_strengths(unet)
     flags = _grad_flags(unet)
