@@ -77,7 +77,7 @@ def adapter_names(unet: nn.Module) -> set[str]:
 
 
 def inject(unet: nn.Module, backbone, name: str, kind: str, rank: int = 32, alpha: float | None = None,
-           dropout: float = 0.0, targets: list[str] | None = None) -> list[str]:
+           dropout: float = 0.0, targets: list[str] | None = None, dropout_placement: str = "rank") -> list[str]:
     """Add a new adapter `name` on the `kind` path; returns its target layer paths.
 
     Initialisation is the official one (down ~ N(0, 1/r), up = 0), so a fresh adapter
@@ -101,8 +101,9 @@ def inject(unet: nn.Module, backbone, name: str, kind: str, rank: int = 32, alph
         if name in layer.lora_A:
             layer.lora_A[name].to(torch.float32)
             layer.lora_B[name].to(torch.float32)
-            if dropout > 0:
-                layer.lora_A[name].register_forward_hook(_rank_dropout(dropout))
+            if dropout > 0:  # "rank": up(dropout(down(x))); "output" (official): dropout(up(down(x)))
+                inner = layer.lora_A[name] if dropout_placement == "rank" else layer.lora_B[name]
+                inner.register_forward_hook(_rank_dropout(dropout))
     _restore_grad_flags(flags)  # peft's injection activates the new adapter everywhere and flips others' flags
     set_trainable(unet, [name], False)
     set_strengths(unet, {**before, name: 0.0})
