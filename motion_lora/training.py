@@ -211,6 +211,7 @@ class _Run:
     history: list[dict] = field(default_factory=list)
     last_checkpoint: Path | None = None  # the newest checkpoint on disk (finite by construction)
     saved_at: int | None = None  # the step `last_checkpoint` was written at by this run
+    lora_layers: list = field(default_factory=list)  # (path, peft layer) of every adapter, walked once
 
     @property
     def unet(self):
@@ -333,7 +334,8 @@ def _start(model, clips, appearance, config, run_dir, resume, rank, world, fork_
     torch.manual_seed(config.seed + rank)  # LoRA dropout and the UNet's own dropout
     random.seed(config.seed + rank)
     run = _Run(model, config, clips, appearance, run_dir, rank, world, fork_devices, examples, spatial_examples,
-               spatial_names, params, optimizers, scaler, generator, backbone.objective(model.scheduler_config))
+               spatial_names, params, optimizers, scaler, generator, backbone.objective(model.scheduler_config),
+               lora_layers=list(adapters.lora_layers(unet)))
 
     # 3. resume
     checkpoint = run_folder.latest_checkpoint(run_dir) if (run_dir is not None and resume) else None
@@ -405,7 +407,7 @@ def _noise(shape, offset: float, frame_axis: int, generator: torch.Generator) ->
 def _spatial_step(run: _Run, draw: _Draw) -> dict[str, float]:
     """One frame, this clip's spatial LoRA alone; its loss reaches only the spatial LoRA."""
     x, target, text = _spatial_input(run, draw)
-    adapters.set_strengths(run.unet, {draw.spatial_name: 1.0})
+    adapters.set_strengths(run.unet, {draw.spatial_name: 1.0}, run.lora_layers)
     run.train_only(draw.spatial_name)
     with run.autocast():
         pred = run.backbone.predict(run.unet, x.to(run.model.dtype), draw.t, text)
@@ -445,7 +447,7 @@ def _temporal_step(run: _Run, draw: _Draw) -> dict[str, float]:
     on = {TEMPORAL: 1.0}
     if draw.spatial_name is not None and not draw.masked and not run.separate_appearance:
         on[draw.spatial_name] = 1.0
-    adapters.set_strengths(run.unet, on)
+    adapters.set_strengths(run.unet, on, run.lora_layers)
     run.train_only(TEMPORAL)
     with run.autocast():
         pred = run.backbone.predict(run.unet, draw.noisy.to(run.model.dtype), draw.t, draw.example.text)
@@ -464,8 +466,9 @@ def _optimizer_step(run: _Run) -> None:
 
 def _check_finite(run: _Run, losses: dict[str, float]) -> None:
     """Stop at the first non-finite loss or adapter weight, before anything of this step is saved."""
-    bad = [name for name, value in losses.items() if not math.isfinite(value)]
+    bad = [f"the {name.split('_')[1]} loss" for name, value in losses.items() if not math.isfinite(value)]
     bad += [f"the {name} LoRA's weights" for name, tensors in run.params.items() if not _finite(tensors)]
+    bad = list(dict.fromkeys(bad))  # loss_temporal, _org and _ad are one "temporal loss"
     diverged = bool(bad)
     if run.world > 1:  # every rank stops together
         flag = torch.tensor([float(diverged)], device=run.model.device)
@@ -475,18 +478,20 @@ def _check_finite(run: _Run, losses: dict[str, float]) -> None:
         return
     hit = [lr for lr, path in (("spatial_lr", "spatial"), ("temporal_lr", "temporal")) if any(path in b for b in bad)]
     lrs = [f"{lr} = {getattr(run.config, lr):g}" for lr in hit or ("spatial_lr", "temporal_lr")]
-    kept = (f"The last finite checkpoint, {run.last_checkpoint}, is kept: resume from it with the lower rate, "
-            "or start again." if run.last_checkpoint is not None else "No checkpoint was written before it.")
+    kept = (f"The last finite checkpoint, {run.last_checkpoint}, is kept (it may already be far off)."
+            if run.last_checkpoint is not None else "No checkpoint had been written.")
     raise TrainingDiverged(f"training diverged at step {run.step}: {', '.join(bad) or 'another process'} became "
-                           f"NaN or infinite. Lower the learning rate ({', '.join(lrs)}). {kept} Nothing "
-                           "non-finite was saved.", run.step, run.last_checkpoint)
+                           f"NaN or infinite. Lower the learning rate ({', '.join(lrs)}) and train again. {kept} "
+                           "Nothing non-finite was saved.", run.step, run.last_checkpoint)
 
 
 def _finite(tensors: list[torch.Tensor]) -> bool:
     """All values finite, with one device sync for the whole list."""
     if not tensors:
         return True
-    return bool(torch.isfinite(torch.stack([t.detach().abs().amax().float() for t in tensors])).all())
+    norm = getattr(torch.nn.utils, "get_total_norm", None)  # torch >= 2.6: one fused kernel
+    peak = norm(tensors, float("inf")) if norm else torch.stack([t.detach().abs().amax() for t in tensors]).amax()
+    return bool(torch.isfinite(peak))
 
 
 def _bookkeeping(run: _Run, losses: dict[str, float], callbacks: TrainCallbacks) -> None:
