@@ -5,7 +5,14 @@ the *spatial path* denoises one frame of it with only the spatial LoRA on; the
 *temporal path* denoises the whole clip with the temporal LoRA on and the spatial LoRA
 on too (except on the 20 % "masked" steps), scored with the plain loss plus the
 appearance-debiased loss. Each loss updates only its own path, both forwards see the
-same weights, then both optimizers step.
+same weights, then both optimizers step. `_loop` reads as those named steps.
+
+What differs between model families stays in the backbone: the diffusion objective
+(`backbone.objective`: how latents are noised at which timesteps, what the model
+predicts) and the spatial path's one-frame input (a frame of the step's noisy clip, or
+the frame encoded as an image and noised afresh; `spatial_reuses_clip_noise`).
+A step whose loss or weights stop being finite ends the run (`TrainingDiverged`)
+before anything of it is saved.
 
 `train()` runs on one device, or data-parallel when torch.distributed is initialised
 (torchrun / accelerate launch): every rank draws its own noise, gradients are averaged
