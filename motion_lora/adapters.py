@@ -155,13 +155,14 @@ def current_strengths(unet: nn.Module) -> dict[str, float]:
     return out
 
 
-def set_strengths(unet: nn.Module, strengths: dict[str, float]) -> None:
+def set_strengths(unet: nn.Module, strengths: dict[str, float], layers: list | None = None) -> None:
     """Set each named adapter's strength; adapters not named are switched off.
 
     Strength multiplies the LoRA output (alpha/rank included); 0 removes the adapter from
-    the forward pass; values above 1 exaggerate it.
+    the forward pass; values above 1 exaggerate it. `layers` (a saved `list(lora_layers(unet))`)
+    spares the walk over every module, which a training loop would otherwise pay twice a step.
     """
-    for _, layer in lora_layers(unet):
+    for _, layer in (layers if layers is not None else lora_layers(unet)):
         active = []
         for a in layer.lora_A:
             s = float(strengths.get(a, 0.0))

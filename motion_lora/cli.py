@@ -74,7 +74,7 @@ class _Progress:
 # --- train -----------------------------------------------------------------------------------------
 def cmd_train(args) -> int:
     from .data import load_clips
-    from .training import TrainCallbacks, TrainConfig, TrainingCancelled, train
+    from .training import TrainCallbacks, TrainConfig, TrainingCancelled, TrainingDiverged, train
 
     cfg = _read_config(args.config)
     cli = {k: v for k, v in vars(args).items() if v is not None}
@@ -109,6 +109,10 @@ def cmd_train(args) -> int:
         bar.close()
         print(f"{e}; continue with --resume", file=sys.stderr)
         return 130
+    except TrainingDiverged as e:
+        bar.close()
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     bar.close()
     print(f"trained {result.step} steps; run folder: {result.run_dir}")
     return 0
@@ -230,9 +234,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", help="cpu, cuda, cuda:1, ... (default cpu)")
     for name, typ in [("steps", int), ("spatial_lr", float), ("temporal_lr", float), ("rank", int),
                       ("dropout", float), ("beta", float), ("checkpoint_every", int), ("seed", int),
-                      ("weight_decay", float), ("hflip_prob", float), ("validation_every", int)]:
+                      ("weight_decay", float), ("hflip_prob", float), ("validation_every", int),
+                      ("offset_noise", float)]:
         t.add_argument("--" + name.replace("_", "-"), dest=name, type=typ)
     t.add_argument("--validation-prompt", dest="validation_prompt")
+    t.add_argument("--dropout-placement", dest="dropout_placement", choices=["rank", "output"],
+                   help="LoRA dropout on the rank values, up(dropout(down(x))) (default, ours), or on the LoRA's "
+                        "output, dropout(up(down(x))) (official)")
     t.add_argument("--mixed-precision", dest="mixed_precision", choices=["no", "fp16", "bf16", "auto"],
                    help="autocast dtype (auto: fp16 on a GPU, bf16 for a bf16 model, none on the CPU)")
     t.add_argument("--no-spatial", dest="train_spatial", action="store_false", default=None)

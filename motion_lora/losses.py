@@ -1,4 +1,6 @@
-"""What MotionDirector minimises: the diffusion target, the plain loss, and the appearance-debiased temporal loss.
+"""What MotionDirector minimises: the plain loss and the appearance-debiased temporal loss.
+
+The diffusion target itself (epsilon, v, flow velocity) is the backbone's `Objective`.
 
 The debiased loss compares clips after subtracting a scaled anchor frame from every frame
 (`phi(x) = alpha * x - beta * x[j]`, `alpha = sqrt(beta^2 + 1)`), which removes what all
@@ -12,16 +14,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-
-
-def diffusion_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """What the denoiser should predict: the noise (epsilon) or the velocity (v-prediction)."""
-    kind = scheduler.config.get("prediction_type", "epsilon")
-    if kind == "epsilon":
-        return noise
-    if kind == "v_prediction":
-        return scheduler.get_velocity(latents, noise, t)
-    raise ValueError(f"unsupported prediction_type {kind!r} in the scheduler config: use 'epsilon' or 'v_prediction'")
 
 
 def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

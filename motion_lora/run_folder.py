@@ -11,11 +11,12 @@ Layout::
 
 Every file is written to a temporary name and renamed, and a checkpoint folder is
 assembled under a temporary name too, so a crash never leaves a half-written file or
-checkpoint under a real name.
+checkpoint under a real name. An adapter with a NaN or infinite weight is never written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -47,6 +48,32 @@ def prepare(run_dir: str | Path, resume: bool) -> Path:
     return run_dir
 
 
+@contextlib.contextmanager
+def writing(run_dir: Path, last_good: Path | None):
+    """Turn a failed write into the folder (permissions, full disk, folder gone) into a RunFolderError.
+
+    The message names the folder and the last complete checkpoint, which a failed write never
+    touches (checkpoints are assembled under a temporary name).
+    """
+    try:
+        yield
+    except OSError as error:
+        reason = error.strerror or str(error)
+        kept = (f"the last good checkpoint, {last_good}, is intact" if last_good is not None
+                else "no checkpoint had been written yet")
+        raise RunFolderError(
+            f"cannot write to the run folder {run_dir} ({reason}: {error.filename or run_dir}); {kept}. "
+            "Make the folder writable (or free disk space) and resume the run."
+        ) from error
+
+
+def _refuse_non_finite(adapters: dict[str, LoraAdapter]) -> None:
+    for name, adapter in adapters.items():
+        bad = [k for k, v in adapter.tensors.items() if not torch.isfinite(v).all()]
+        if bad:
+            raise ValueError(f"adapter {name} holds NaN or infinite weights ({bad[0]}): not written")
+
+
 def write_json(path: Path, data) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str))
@@ -73,6 +100,7 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 def save_checkpoint(run_dir: Path, step: int, adapters: dict[str, LoraAdapter], state: dict) -> Path:
     """Write `checkpoint-<step>/` with one `<name>.safetensors` per adapter and `training_state.pt`."""
+    _refuse_non_finite(adapters)
     final = run_dir / checkpoint_name(step)
     tmp = run_dir / (final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -100,6 +128,8 @@ def load_checkpoint(checkpoint: Path) -> tuple[dict[str, LoraAdapter], dict]:
 
 def save_final(run_dir: Path, temporal: LoraAdapter | None, spatial: list[LoraAdapter]) -> list[Path]:
     """Write motion.safetensors and appearance.safetensors (appearance_<k> with several)."""
+    _refuse_non_finite({"motion": temporal} if temporal is not None else {})
+    _refuse_non_finite({f"appearance {k}": a for k, a in enumerate(spatial)})
     paths = []
     if temporal is not None:
         paths.append(save_adapter(temporal, run_dir / "motion.safetensors", overwrite=True))

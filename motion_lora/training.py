@@ -5,7 +5,14 @@ the *spatial path* denoises one frame of it with only the spatial LoRA on; the
 *temporal path* denoises the whole clip with the temporal LoRA on and the spatial LoRA
 on too (except on the 20 % "masked" steps), scored with the plain loss plus the
 appearance-debiased loss. Each loss updates only its own path, both forwards see the
-same weights, then both optimizers step.
+same weights, then both optimizers step. `_loop` reads as those named steps.
+
+What differs between model families stays in the backbone: the diffusion objective
+(`backbone.objective`: how latents are noised at which timesteps, what the model
+predicts) and the spatial path's one-frame input (a frame of the step's noisy clip, or
+the frame encoded as an image and noised afresh; `spatial_reuses_clip_noise`).
+A step whose loss or weights stop being finite ends the run (`TrainingDiverged`)
+before anything of it is saved.
 
 `train()` runs on one device, or data-parallel when torch.distributed is initialised
 (torchrun / accelerate launch): every rank draws its own noise, gradients are averaged
@@ -14,6 +21,7 @@ before each optimizer step, and only rank 0 writes files or calls callbacks.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 from dataclasses import asdict, dataclass, field, replace
@@ -25,14 +33,16 @@ import torch.distributed as dist
 
 from . import adapters, grad_checkpoint, run_folder
 from .adapters import SPATIAL, TEMPORAL, LoraAdapter
-from .losses import diffusion_target, mse, temporal_loss
+from .losses import mse, temporal_loss
 
 if TYPE_CHECKING:
+    from .backbones.base import Objective
     from .data import Clip
     from .model import VideoModel
 
 MIXED_PRECISION = {"no": None, "fp16": torch.float16, "bf16": torch.bfloat16, "auto": None}
 CHECKPOINT_POLICIES = ("all", "attention")
+DROPOUT_PLACEMENTS = ("rank", "output")  # up(dropout(down(x))) (ours, cheaper) | dropout(up(down(x))) (official)
 
 # The official configs (METHOD.md, "Official recipes"), as overrides of TrainConfig's defaults.
 RECIPES: dict[str, dict] = {
@@ -56,6 +66,7 @@ class TrainConfig:
     spatial_rank: int | None = None  # None: `rank`
     temporal_rank: int | None = None
     dropout: float = 0.1  # LoRA dropout during training
+    dropout_placement: str = "rank"  # "rank": up(dropout(down(x))), ours; "output": dropout(up(down(x))), official
     beta: float = 1.0  # strength of the appearance-debiased loss's anchor subtraction
     spatial_mask_prob: float = 0.2  # chance a step skips the spatial path and runs the temporal one without it
     hflip_prob: float = 0.0  # chance the spatial path sees a horizontally flipped frame
@@ -92,8 +103,12 @@ class TrainConfig:
         """Raise ValueError naming the first setting out of range."""
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"mixed_precision must be one of {list(MIXED_PRECISION)}, got {self.mixed_precision!r}")
-        if self.steps < 0:
-            raise ValueError(f"steps must be 0 or more, got {self.steps}")
+        if self.steps < 1:  # 0 steps would save untrained (zero) LoRAs
+            raise ValueError(f"steps must be at least 1, got {self.steps!r}")
+        if self.dropout_placement not in DROPOUT_PLACEMENTS:
+            raise ValueError(f"dropout_placement must be one of {list(DROPOUT_PLACEMENTS)} ('rank': "
+                             f"up(dropout(down(x))), 'output': the official dropout(up(down(x)))), "
+                             f"got {self.dropout_placement!r}")
         for name in ("rank", "spatial_rank", "temporal_rank"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -156,17 +171,89 @@ class TrainingCancelled(Exception):
         self.checkpoint = checkpoint
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss or an adapter weight became NaN or infinite; nothing non-finite was written.
+
+    `.step` is the step at which it was seen, `.checkpoint` the last finite checkpoint on disk (or None).
+    """
+
+    def __init__(self, message: str, step: int, checkpoint: Path | None):
+        super().__init__(message)
+        self.step = step
+        self.checkpoint = checkpoint
+
+
 @dataclass
 class _Example:
-    """One clip as the loop needs it: cached latents (and flipped latents) and text embedding."""
+    """One clip as the loop needs it, computed once: latents, text embedding and its frames as images."""
 
-    latents: torch.Tensor  # float32, on the device
+    latents: torch.Tensor  # one clip in the backbone's layout, float32, on the device
     text: torch.Tensor  # model dtype, on the device
-    flipped: torch.Tensor | None = None
-    frames: int = field(init=False)
+    frames: int  # latent frames (the debiased loss's anchor is one of them)
+    images: torch.Tensor | None = None  # every frame as a one-frame clip [F, C, 1, h, w] (the spatial path's input)
+    flipped: torch.Tensor | None = None  # the same, horizontally flipped
 
-    def __post_init__(self):
-        self.frames = self.latents.shape[2]
+
+@dataclass
+class _Run:
+    """Everything the loop reads, built once by `_start`; `step`, `history` and the checkpoints move on."""
+
+    model: "VideoModel"
+    config: TrainConfig
+    clips: list
+    appearance: list
+    run_dir: Path | None
+    rank: int
+    world: int
+    fork_devices: list
+    examples: list[_Example]
+    spatial_examples: list[_Example]  # the appearance clips, or the training clips themselves
+    spatial_names: list[str]
+    params: dict[str, list[torch.Tensor]]
+    optimizers: dict[str, torch.optim.Optimizer]
+    scaler: torch.amp.GradScaler
+    generator: torch.Generator  # every random choice of the loop: clip, noise, timestep, mask, frame, anchor, flip
+    objective: "Objective"
+    step: int = 0
+    history: list[dict] = field(default_factory=list)
+    last_checkpoint: Path | None = None  # the newest checkpoint on disk (finite by construction)
+    saved_at: int | None = None  # the step `last_checkpoint` was written at by this run
+    lora_layers: list = field(default_factory=list)  # (path, peft layer) of every adapter, walked once
+
+    @property
+    def unet(self):
+        return self.model.unet
+
+    @property
+    def backbone(self):
+        return self.model.backbone
+
+    @property
+    def separate_appearance(self) -> bool:
+        return bool(self.appearance)
+
+    def train_only(self, name: str) -> None:
+        """Only adapter `name` collects gradients (from the cached lists: no walk of the UNet per step)."""
+        for other, tensors in self.params.items():
+            for p in tensors:
+                p.requires_grad_(other == name)
+
+    def autocast(self):
+        dtype = MIXED_PRECISION[self.config.mixed_precision]
+        return torch.autocast(self.model.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+@dataclass
+class _Draw:
+    """What one step draws before any forward pass (official `finetune_unet`, in its order)."""
+
+    k: int  # which training clip
+    example: _Example
+    t: torch.Tensor
+    noisy: torch.Tensor
+    target: torch.Tensor
+    masked: bool  # the spatial path is skipped and the spatial LoRA is off in the temporal pass
+    spatial_name: str | None  # the spatial LoRA of this clip (None when no spatial LoRA is trained)
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -181,6 +268,8 @@ def train(model: "VideoModel", clips: Sequence["Clip"], config: TrainConfig, run
     the motion clips: one run then yields a motion LoRA and an appearance LoRA. That LoRA
     does not stand in for the clips' look, so it stays off in the temporal pass.
     With `run_dir`, checkpoints are saved there; `resume=True` continues the last one.
+    Raises `TrainingDiverged` when the loss or a weight stops being finite, `TrainingCancelled`
+    when `callbacks.should_cancel()` says so, and `RunFolderError` when the run folder cannot be written.
     """
     config.check()
     if resume and run_dir is None:
@@ -193,206 +282,278 @@ def train(model: "VideoModel", clips: Sequence["Clip"], config: TrainConfig, run
     if run_dir is not None:
         run_dir = run_folder.prepare(run_dir, resume)
         _barrier(world)  # every rank checked the folder before rank 0 writes into it
-    unet, backbone, device = model.unet, model.backbone, model.device
     n_spatial = 0 if not config.train_spatial else (len(clips) if config.spatial_per_clip and not appearance else 1)
     spatial_names = [SPATIAL] if n_spatial == 1 else [f"{SPATIAL}_{k}" for k in range(n_spatial)]
     names = spatial_names + ([TEMPORAL] if config.train_temporal else [])
-    clash = set(names) & adapters.adapter_names(unet)
+    clash = set(names) & adapters.adapter_names(model.unet)
     if clash:
         raise ValueError(f"the model already carries adapters named {sorted(clash)}: remove them before training")
 
     saved = _ModelState(model)
     python_rng = random.getstate()
-    fork_devices = [device] if device.type == "cuda" else []
+    fork_devices = [model.device] if model.device.type == "cuda" else []
     injected: list[str] = []
     optimizers: dict[str, torch.optim.Optimizer] = {}
     try:
         with torch.random.fork_rng(devices=fork_devices):  # the caller's global RNG is untouched by the run
-            # 1. cache latents and text embeddings once; the VAE and text encoder may then leave the GPU
-            torch.manual_seed(config.seed)
-            flip = config.train_spatial and config.hflip_prob > 0  # flipped latents serve the spatial path only
-            examples = _cache(model, clips, config.seed, flip=flip and not appearance)
-            spatial_examples = _cache(model, appearance, config.seed, flip=flip) if appearance else examples
-            if device.type == "cuda":
-                model.vae.to("cpu")
-                model.text_encoder.to("cpu")
-                torch.cuda.empty_cache()
-
-            # 2. the adapters (same initial weights on every rank: drawn right after seeding)
-            unet.requires_grad_(False)
-            for name in spatial_names:
-                adapters.inject(unet, backbone, name, SPATIAL, config.spatial_rank or config.rank,
-                                dropout=config.dropout)
-                injected.append(name)
-            if config.train_temporal:
-                adapters.inject(unet, backbone, TEMPORAL, TEMPORAL, config.temporal_rank or config.rank,
-                                dropout=config.dropout)
-                injected.append(TEMPORAL)
-            params = {name: adapters.adapter_parameters(unet, [name]) for name in injected}
-
-            def train_only(name: str) -> None:
-                """Only adapter `name` collects gradients (from the cached lists: no walk of the UNet per step)."""
-                for other, tensors in params.items():
-                    for p in tensors:
-                        p.requires_grad_(other == name)
-
-            optimizers.update({
-                name: torch.optim.AdamW(params[name], lr=config.temporal_lr if name == TEMPORAL else config.spatial_lr,
-                                        betas=(0.9, 0.999), eps=1e-8, weight_decay=config.weight_decay)
-                for name in injected
-            })
-            scaler = torch.amp.GradScaler(device.type, enabled=config.mixed_precision == "fp16" and device.type == "cuda")
-            generator = torch.Generator().manual_seed(config.seed + rank)  # noise, timesteps, frames, anchors, masks
-            torch.manual_seed(config.seed + rank)  # LoRA dropout and the UNet's own dropout
-            random.seed(config.seed + rank)
-
-            # 3. resume
-            step, history = 0, []
-            checkpoint = run_folder.latest_checkpoint(run_dir) if (run_dir is not None and resume) else None
-            if checkpoint is not None:
-                step, history = _restore(checkpoint, run_dir, unet, optimizers, scaler, generator, config, rank, world)
-            if rank == 0 and run_dir is not None:  # after _restore's check: a resumed run records its new settings
-                run_dir.mkdir(parents=True, exist_ok=True)
-                run_folder.write_json(run_dir / "config.json", _run_settings(config, clips, appearance, world))
-
-            # 4. the loop
-            from diffusers import DDPMScheduler
-
-            scheduler = DDPMScheduler.from_config(model.scheduler_config)
-            num_timesteps = scheduler.config.num_train_timesteps
-            frame_axis = backbone.frame_axis()
-            amp_dtype = MIXED_PRECISION[config.mixed_precision]
-            autocast = lambda: torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
-            lrs = {SPATIAL: config.spatial_lr} if spatial_names else {}
-            lrs.update({TEMPORAL: config.temporal_lr} if config.train_temporal else {})
-            unet.train()  # official: the whole UNet trains, so the temporal convolutions' dropout is active too
-
-            last_saved: dict[int, Path | None] = {}  # {step: checkpoint} of this run's latest save
-
-            def state_now() -> dict:
-                return _training_state(step, optimizers, scaler, generator, rank, world)
-
-            policy = config.checkpoint_policy
-            units = backbone.checkpoint_units(unet, policy) if policy else []
-            with grad_checkpoint.checkpointed(units):
-                while step < config.steps:
-                    if _cancel_requested(callbacks, rank, world, device):
-                        saved_to = last_saved.get(step)  # cancelled right after a checkpoint: not written twice
-                        if saved_to is None:
-                            saved_to = _save(run_dir, step, unet, spatial_names, model, config, clips, appearance,
-                                             history, state_now(), rank)
-                        result = _result(unet, spatial_names, model, config, clips, appearance, history, run_dir,
-                                         step, cancelled=True)
-                        where = saved_to if saved_to is not None else "nowhere (no run folder)"
-                        raise TrainingCancelled(f"cancelled at step {step}, saved to {where}", result, saved_to)
-
-                    k = int(torch.randint(len(clips), (1,), generator=generator))
-                    clip = examples[k]
-                    noise = torch.randn(clip.latents.shape, generator=generator).to(device)
-                    if config.offset_noise:
-                        shape = clip.latents.shape[:2] + (1,) * (clip.latents.dim() - 2)
-                        noise = noise + config.offset_noise * torch.randn(shape, generator=generator).to(device)
-                    t = torch.randint(num_timesteps, (1,), generator=generator).to(device)
-                    noisy = scheduler.add_noise(clip.latents, noise, t)
-                    target = diffusion_target(scheduler, clip.latents, noise, t)
-                    masked = bool(torch.rand(1, generator=generator) < config.spatial_mask_prob)
-                    spatial_name = spatial_names[k if len(spatial_names) > 1 else 0] if spatial_names else None
-                    losses: dict[str, float] = {}
-
-                    # spatial path: one frame, spatial LoRA only; its loss reaches only the spatial LoRA
-                    if spatial_name is not None and not masked:
-                        x, x_target, text = _spatial_input(spatial_examples, k, noisy, target, t, scheduler, config,
-                                                           generator, backbone, device, bool(appearance))
-                        adapters.set_strengths(unet, {spatial_name: 1.0})
-                        train_only(spatial_name)
-                        with autocast():
-                            pred = backbone.predict(unet, x.to(model.dtype), t, text)
-                        loss_spatial = mse(pred, x_target)
-                        scaler.scale(loss_spatial).backward()
-                        losses["loss_spatial"] = loss_spatial.item()
-
-                    # temporal path: whole clip, temporal LoRA + (unless masked) the frozen-for-this-loss spatial
-                    # LoRA, which stands in for the clip's appearance. A LoRA learning separate appearance images
-                    # would put a foreign look into the clip's prediction instead, so it stays off here.
-                    if config.train_temporal:
-                        anchor = int(torch.randint(clip.frames, (1,), generator=generator))
-                        on = {TEMPORAL: 1.0}
-                        if spatial_name is not None and not masked and not appearance:
-                            on[spatial_name] = 1.0
-                        adapters.set_strengths(unet, on)
-                        train_only(TEMPORAL)
-                        with autocast():
-                            pred = backbone.predict(unet, noisy.to(model.dtype), t, clip.text)
-                        loss, loss_org, loss_ad = temporal_loss(pred, target, anchor, config.beta, frame_axis)
-                        scaler.scale(loss).backward()
-                        losses.update(loss_temporal=loss.item(), loss_temporal_org=loss_org.item(),
-                                      loss_temporal_ad=loss_ad.item())
-
-                    # both optimizers step after both backward passes: both forwards saw the same weights
-                    stepped = [_sync_and_step(optimizers[n], params[n], scaler, world, device) for n in injected]
-                    if any(stepped):
-                        scaler.update()
-                    step += 1
-
-                    history.append({"step": step, **losses})
-                    if rank == 0 and callbacks.on_step is not None:
-                        callbacks.on_step(StepInfo(step, config.steps, losses, dict(lrs)))
-                    periodic = config.checkpoint_every > 0 and step % config.checkpoint_every == 0
-                    if periodic or step == config.steps:
-                        last_saved = {step: _save(run_dir, step, unet, spatial_names, model, config, clips,
-                                                  appearance, history, state_now(), rank)}
-                    if (config.validation_every and step % config.validation_every == 0 and config.validation_prompt
-                            and rank == 0 and callbacks.on_preview is not None):
-                        callbacks.on_preview(step, _preview(model, config, clips, spatial_names, fork_devices))
-
-            result = _result(unet, spatial_names, model, config, clips, appearance, history, run_dir, step)
-            if rank == 0 and run_dir is not None:
-                run_folder.save_final(run_dir, result.temporal, result.spatial)
-            return result
+            run = _start(model, clips, appearance, config, run_dir, resume, rank, world, fork_devices,
+                         spatial_names, injected, optimizers)
+            return _loop(run, callbacks)
     finally:
         optimizers.clear()  # a caller holding a TrainingCancelled must not keep the optimizer state alive
         for name in injected:
-            adapters.remove(unet, name)
+            adapters.remove(model.unet, name)
         saved.restore(model)
         random.setstate(python_rng)
+
+
+def _start(model, clips, appearance, config, run_dir, resume, rank, world, fork_devices, spatial_names,
+           injected: list[str], optimizers: dict) -> _Run:
+    """Cache the inputs, inject the adapters, build the optimizers, seed, and resume: the run before its first step."""
+    unet, backbone, device = model.unet, model.backbone, model.device
+    # 1. latents, text embeddings and per-frame image latents, once; the VAE and text encoder may then leave the GPU
+    torch.manual_seed(config.seed)
+    flip = config.train_spatial and config.hflip_prob > 0  # flipped images serve the spatial path only
+    examples = _cache(model, clips, config.seed, images=config.train_spatial and not appearance,
+                      flip=flip and not appearance)
+    spatial_examples = _cache(model, appearance, config.seed, images=True, flip=flip) if appearance else examples
+    if device.type == "cuda":
+        model.vae.to("cpu")
+        model.text_encoder.to("cpu")
+        torch.cuda.empty_cache()
+
+    # 2. the adapters (same initial weights on every rank: drawn right after seeding)
+    unet.requires_grad_(False)
+    kinds = [(name, SPATIAL, config.spatial_rank or config.rank) for name in spatial_names]
+    kinds += [(TEMPORAL, TEMPORAL, config.temporal_rank or config.rank)] if config.train_temporal else []
+    for name, kind, rank_ in kinds:
+        adapters.inject(unet, backbone, name, kind, rank_, dropout=config.dropout,
+                        dropout_placement=config.dropout_placement)
+        injected.append(name)
+    params = {name: adapters.adapter_parameters(unet, [name]) for name in injected}
+    optimizers.update({
+        name: torch.optim.AdamW(params[name], lr=_lr(config, name), betas=(0.9, 0.999), eps=1e-8,
+                                weight_decay=config.weight_decay)
+        for name in injected
+    })
+    scaler = torch.amp.GradScaler(device.type, enabled=config.mixed_precision == "fp16" and device.type == "cuda")
+    generator = torch.Generator().manual_seed(config.seed + rank)
+    torch.manual_seed(config.seed + rank)  # LoRA dropout and the UNet's own dropout
+    random.seed(config.seed + rank)
+    run = _Run(model, config, clips, appearance, run_dir, rank, world, fork_devices, examples, spatial_examples,
+               spatial_names, params, optimizers, scaler, generator, backbone.objective(model.scheduler_config),
+               lora_layers=list(adapters.lora_layers(unet)))
+
+    # 3. resume
+    checkpoint = run_folder.latest_checkpoint(run_dir) if (run_dir is not None and resume) else None
+    if checkpoint is not None:
+        run.step, run.history = _restore(checkpoint, run)
+        run.last_checkpoint = checkpoint
+    if rank == 0 and run_dir is not None:  # after _restore's check: a resumed run records its new settings
+        with run_folder.writing(run_dir, run.last_checkpoint):
+            run_dir.mkdir(parents=True, exist_ok=True)
+            run_folder.write_json(run_dir / "config.json", _run_settings(config, clips, appearance, world))
+    return run
+
+
+def _loop(run: _Run, callbacks: TrainCallbacks) -> TrainResult:
+    """The steps, then the final adapters. Each step: draw, spatial path, temporal path, optimizers, bookkeeping."""
+    config, unet = run.config, run.unet
+    unet.train()  # official: the whole UNet trains, so the temporal convolutions' dropout is active too
+    policy = config.checkpoint_policy
+    units = run.backbone.checkpoint_units(unet, policy) if policy else []
+    with grad_checkpoint.checkpointed(units):
+        while run.step < config.steps:
+            if _cancel_requested(callbacks, run.rank, run.world, run.model.device):
+                _cancel(run)
+            draw = _draw(run)
+            losses: dict[str, float] = {}
+            if draw.spatial_name is not None and not draw.masked:
+                losses.update(_spatial_step(run, draw))
+            if config.train_temporal:
+                losses.update(_temporal_step(run, draw))
+            _optimizer_step(run)
+            run.step += 1
+            _check_finite(run, losses)
+            _bookkeeping(run, losses, callbacks)
+    result = _result(run)
+    if run.rank == 0 and run.run_dir is not None:
+        with run_folder.writing(run.run_dir, run.last_checkpoint):
+            run_folder.save_final(run.run_dir, result.temporal, result.spatial)
+    return result
+
+
+# --- one step ----------------------------------------------------------------------------------------
+
+
+def _draw(run: _Run) -> _Draw:
+    """The step's clip, noise, timestep and spatial mask, from the run's generator."""
+    g, device = run.generator, run.model.device
+    k = int(torch.randint(len(run.examples), (1,), generator=g))
+    example = run.examples[k]
+    noise = _noise(example.latents.shape, run.config.offset_noise, run.backbone.frame_axis(), g).to(device)
+    t = run.objective.sample_timesteps(1, g).to(device)
+    noisy = run.objective.add_noise(example.latents, noise, t)
+    target = run.objective.target(example.latents, noise, t)
+    # official: the mask exists only when the temporal LoRA is trained; the images recipe never skips a step
+    masked = run.config.train_temporal and bool(torch.rand(1, generator=g) < run.config.spatial_mask_prob)
+    names = run.spatial_names
+    spatial_name = (names[k] if len(names) > 1 else names[0]) if names else None
+    return _Draw(k, example, t, noisy, target, masked, spatial_name)
+
+
+def _noise(shape, offset: float, frame_axis: int, generator: torch.Generator) -> torch.Tensor:
+    """Gaussian noise plus, with `offset`, offset noise per (batch, channel, frame) as the official `sample_noise`."""
+    noise = torch.randn(shape, generator=generator)
+    if offset:
+        per_frame = [n if axis < 2 or axis == frame_axis else 1 for axis, n in enumerate(shape)]
+        noise = noise + offset * torch.randn(per_frame, generator=generator)
+    return noise
+
+
+def _spatial_step(run: _Run, draw: _Draw) -> dict[str, float]:
+    """One frame, this clip's spatial LoRA alone; its loss reaches only the spatial LoRA."""
+    x, target, text = _spatial_input(run, draw)
+    adapters.set_strengths(run.unet, {draw.spatial_name: 1.0}, run.lora_layers)
+    run.train_only(draw.spatial_name)
+    with run.autocast():
+        pred = run.backbone.predict(run.unet, x.to(run.model.dtype), draw.t, text)
+    loss = mse(pred, target)
+    run.scaler.scale(loss).backward()
+    return {"loss_spatial": loss.item()}
+
+
+def _spatial_input(run: _Run, draw: _Draw) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(1-frame noisy latents, target, text) for the spatial path.
+
+    Frame `i` of the step's noisy clip and target where the backbone allows it; otherwise (a flipped
+    frame, a separate appearance image, or a backbone whose latent frames are not images) frame `i`
+    as an image, noised afresh at the step's timestep.
+    """
+    g, config = run.generator, run.config
+    k = int(torch.randint(len(run.spatial_examples), (1,), generator=g)) if run.separate_appearance else draw.k
+    example = run.spatial_examples[k]
+    i = int(torch.randint(example.images.shape[0], (1,), generator=g))
+    flip = config.hflip_prob > 0 and bool(torch.rand(1, generator=g) < config.hflip_prob)
+    if not flip and not run.separate_appearance and run.backbone.spatial_reuses_clip_noise:
+        select = run.backbone.select_frames
+        return select(draw.noisy, i), select(draw.target, i), example.text
+    clean = (example.flipped if flip else example.images)[i : i + 1]
+    noise = _noise(clean.shape, config.offset_noise, run.backbone.frame_axis(), g).to(clean.device)
+    return run.objective.add_noise(clean, noise, draw.t), run.objective.target(clean, noise, draw.t), example.text
+
+
+def _temporal_step(run: _Run, draw: _Draw) -> dict[str, float]:
+    """The whole clip, temporal LoRA on, scored with the plain and the appearance-debiased loss.
+
+    The spatial LoRA (unless masked) is on but frozen for this loss: it stands in for the clip's
+    appearance. A LoRA learning separate appearance images would put a foreign look into the clip's
+    prediction instead, so it stays off here.
+    """
+    anchor = int(torch.randint(draw.example.frames, (1,), generator=run.generator))
+    on = {TEMPORAL: 1.0}
+    if draw.spatial_name is not None and not draw.masked and not run.separate_appearance:
+        on[draw.spatial_name] = 1.0
+    adapters.set_strengths(run.unet, on, run.lora_layers)
+    run.train_only(TEMPORAL)
+    with run.autocast():
+        pred = run.backbone.predict(run.unet, draw.noisy.to(run.model.dtype), draw.t, draw.example.text)
+    loss, loss_org, loss_ad = temporal_loss(pred, draw.target, anchor, run.config.beta, run.backbone.frame_axis())
+    run.scaler.scale(loss).backward()
+    return {"loss_temporal": loss.item(), "loss_temporal_org": loss_org.item(), "loss_temporal_ad": loss_ad.item()}
+
+
+def _optimizer_step(run: _Run) -> None:
+    """Both optimizers step after both backward passes, so both forwards saw the same weights."""
+    stepped = [_sync_and_step(run.optimizers[n], run.params[n], run.scaler, run.world, run.model.device)
+               for n in run.optimizers]
+    if any(stepped):
+        run.scaler.update()
+
+
+def _check_finite(run: _Run, losses: dict[str, float]) -> None:
+    """Stop at the first non-finite loss or adapter weight, before anything of this step is saved."""
+    bad = [f"the {name.split('_')[1]} loss" for name, value in losses.items() if not math.isfinite(value)]
+    bad += [f"the {name} LoRA's weights" for name, tensors in run.params.items() if not _finite(tensors)]
+    bad = list(dict.fromkeys(bad))  # loss_temporal, _org and _ad are one "temporal loss"
+    diverged = bool(bad)
+    if run.world > 1:  # every rank stops together
+        flag = torch.tensor([float(diverged)], device=run.model.device)
+        dist.all_reduce(flag)
+        diverged = bool(flag.item())
+    if not diverged:
+        return
+    hit = [lr for lr, path in (("spatial_lr", "spatial"), ("temporal_lr", "temporal")) if any(path in b for b in bad)]
+    lrs = [f"{lr} = {getattr(run.config, lr):g}" for lr in hit or ("spatial_lr", "temporal_lr")]
+    kept = (f"The last finite checkpoint, {run.last_checkpoint}, is kept (it may already be far off)."
+            if run.last_checkpoint is not None else "No checkpoint had been written.")
+    raise TrainingDiverged(f"training diverged at step {run.step}: {', '.join(bad) or 'another process'} became "
+                           f"NaN or infinite. Lower the learning rate ({', '.join(lrs)}) and train again. {kept} "
+                           "Nothing non-finite was saved.", run.step, run.last_checkpoint)
+
+
+def _finite(tensors: list[torch.Tensor]) -> bool:
+    """All values finite, with one device sync for the whole list."""
+    if not tensors:
+        return True
+    norm = getattr(torch.nn.utils, "get_total_norm", None)  # torch >= 2.6: one fused kernel
+    peak = norm(tensors, float("inf")) if norm else torch.stack([t.detach().abs().amax() for t in tensors]).amax()
+    return bool(torch.isfinite(peak))
+
+
+def _bookkeeping(run: _Run, losses: dict[str, float], callbacks: TrainCallbacks) -> None:
+    """History, progress callback, checkpoint, preview."""
+    config, step = run.config, run.step
+    run.history.append({"step": step, **losses})
+    if run.rank == 0 and callbacks.on_step is not None:
+        callbacks.on_step(StepInfo(step, config.steps, losses, _lrs(run)))
+    if (config.checkpoint_every > 0 and step % config.checkpoint_every == 0) or step == config.steps:
+        _save(run)
+    if (config.validation_every and step % config.validation_every == 0 and config.validation_prompt
+            and run.rank == 0 and callbacks.on_preview is not None):
+        callbacks.on_preview(step, _preview(run.model, config, run.clips, run.spatial_names, run.fork_devices))
+
+
+def _cancel(run: _Run) -> None:
+    """Save the state of this moment (unless this step was just saved) and raise TrainingCancelled."""
+    saved_to = run.last_checkpoint if run.saved_at == run.step else _save(run)
+    result = _result(run, cancelled=True)
+    where = saved_to if saved_to is not None else "nowhere (no run folder)"
+    raise TrainingCancelled(f"cancelled at step {run.step}, saved to {where}", result, saved_to)
+
+
+def _lr(config: TrainConfig, name: str) -> float:
+    return config.temporal_lr if name == TEMPORAL else config.spatial_lr
+
+
+def _lrs(run: _Run) -> dict[str, float]:
+    out = {SPATIAL: run.config.spatial_lr} if run.spatial_names else {}
+    out.update({TEMPORAL: run.config.temporal_lr} if run.config.train_temporal else {})
+    return out
 
 
 # --- pieces of the loop ----------------------------------------------------------------------------
 
 
-def _spatial_input(examples: list[_Example], k: int, noisy, target, t, scheduler, config, generator, backbone, device,
-                   separate: bool):
-    """(1-frame noisy latents, target, text) for the spatial path.
-
-    A frame of the step's noisy clip, or (flipped frame, or a frame of a separate appearance
-    image/clip) a clean frame noised afresh at the same timestep.
-    """
-    if separate:
-        k = int(torch.randint(len(examples), (1,), generator=generator))
-    example = examples[k]
-    i = int(torch.randint(example.frames, (1,), generator=generator))
-    flip = config.hflip_prob > 0 and bool(torch.rand(1, generator=generator) < config.hflip_prob)
-    if not flip and not separate:
-        return backbone.select_frames(noisy, i), backbone.select_frames(target, i), example.text
-    clean = backbone.select_frames(example.flipped if flip else example.latents, i)
-    noise = torch.randn(clean.shape, generator=generator).to(device)
-    return scheduler.add_noise(clean, noise, t), diffusion_target(scheduler, clean, noise, t), example.text
-
-
 @torch.no_grad()
-def _cache(model: "VideoModel", clips: list, seed: int, flip: bool) -> list[_Example]:
-    """Latents (and, with `flip`, horizontally flipped latents) and text embeddings, computed once."""
-    generator = torch.Generator(device=model.vae.device).manual_seed(seed)
+def _cache(model: "VideoModel", clips: list, seed: int, images: bool, flip: bool) -> list[_Example]:
+    """Latents, text embeddings and (for the spatial path) every frame as an image, plain and flipped."""
+    backbone, vae, device = model.backbone, model.vae, model.device
+    generator = torch.Generator(device=vae.device).manual_seed(seed)
     texts: dict[str, torch.Tensor] = {}
     out = []
     for clip in clips:
         if clip.prompt not in texts:
             texts[clip.prompt] = model.encode_prompt(clip.prompt)
-        latents = model.encode_frames(clip.frames, generator).float().to(model.device)
-        flipped = None
+        latents = model.encode_frames(clip.frames, generator)
+        example = _Example(latents.float().to(device), texts[clip.prompt], latents.shape[backbone.frame_axis()])
+        if images or flip:
+            example.images = backbone.image_latents(vae, clip.frames, latents, generator).float().to(device)
         if flip:
-            flipped = model.encode_frames(clip.frames.flip(2), generator).float().to(model.device)  # [F, H, W, 3]: W
-        out.append(_Example(latents, texts[clip.prompt], flipped))
+            mirrored = clip.frames.flip(2)  # [F, H, W, 3]: along W
+            flipped_clip = model.encode_frames(mirrored, generator)
+            example.flipped = backbone.image_latents(vae, mirrored, flipped_clip, generator).float().to(device)
+        out.append(example)
     return out
 
 
@@ -473,9 +634,10 @@ def _adapters_now(unet, spatial_names, model, config, clips, appearance) -> dict
     return out
 
 
-def _result(unet, spatial_names, model, config, clips, appearance, history, run_dir, step, cancelled=False):
-    found = _adapters_now(unet, spatial_names, model, config, clips, appearance)
-    return TrainResult(found.get(TEMPORAL), [found[n] for n in spatial_names], list(history), run_dir, step, cancelled)
+def _result(run: _Run, cancelled: bool = False) -> TrainResult:
+    found = _adapters_now(run.unet, run.spatial_names, run.model, run.config, run.clips, run.appearance)
+    return TrainResult(found.get(TEMPORAL), [found[n] for n in run.spatial_names], list(run.history), run.run_dir,
+                       run.step, cancelled)
 
 
 def _run_settings(config: TrainConfig, clips: list, appearance: list, world: int | None = None) -> dict:
@@ -489,34 +651,43 @@ def _run_settings(config: TrainConfig, clips: list, appearance: list, world: int
     return settings
 
 
-def _training_state(step, optimizers, scaler, generator, rank, world) -> dict:
-    rng = {"generator": generator.get_state(), "torch": torch.get_rng_state(), "python": random.getstate()}
+def _training_state(run: _Run) -> dict:
+    rng = {"generator": run.generator.get_state(), "torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         rng["cuda"] = torch.cuda.get_rng_state()
     rngs = [rng]
-    if world > 1:  # every rank's RNG, so each continues its own stream
-        rngs = [None] * world
+    if run.world > 1:  # every rank's RNG, so each continues its own stream
+        rngs = [None] * run.world
         dist.all_gather_object(rngs, rng)
     return {
-        "step": step,
-        "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
-        "scaler": scaler.state_dict(),
+        "step": run.step,
+        "optimizers": {name: opt.state_dict() for name, opt in run.optimizers.items()},
+        "scaler": run.scaler.state_dict(),
         "rng": rngs,
-        "world_size": world,
+        "world_size": run.world,
     }
 
 
-def _save(run_dir, step, unet, spatial_names, model, config, clips, appearance, history, state, rank) -> Path | None:
-    if run_dir is None or rank != 0:
+def _save(run: _Run) -> Path | None:
+    """Checkpoint the current step (rank 0, with a run folder); returns its folder."""
+    state = _training_state(run)  # every rank takes part (the RNG states are gathered)
+    if run.run_dir is None or run.rank != 0:
         return None
-    found = _adapters_now(unet, spatial_names, model, config, clips, appearance)
-    path = run_folder.save_checkpoint(run_dir, step, found, state)
-    run_folder.write_json(run_dir / "history.json", history)
+    found = _adapters_now(run.unet, run.spatial_names, run.model, run.config, run.clips, run.appearance)
+    with run_folder.writing(run.run_dir, run.last_checkpoint):
+        path = run_folder.save_checkpoint(run.run_dir, run.step, found, state)
+        run_folder.write_json(run.run_dir / "history.json", run.history)
+    run.last_checkpoint, run.saved_at = path, run.step
     return path
 
 
-def _restore(checkpoint: Path, run_dir: Path, unet, optimizers, scaler, generator, config, rank, world):
-    """Load adapters, optimizer, scaler and RNG states; returns (step, history up to that step)."""
+def _restore(checkpoint: Path, run: _Run) -> tuple[int, list[dict]]:
+    """Load adapters, optimizer, scaler and RNG states; returns (step, history up to that step).
+
+    The learning rates and weight decay are this run's settings, not the checkpoint's: resuming
+    with a lower learning rate (after a divergence) really lowers it.
+    """
+    run_dir, config, rank, world = run.run_dir, run.config, run.rank, run.world
     previous = run_folder.read_json(run_dir / "config.json") if (run_dir / "config.json").is_file() else {}
     changed = [k for k in _RESUME_KEYS if k in previous and previous[k] != getattr(config, k)]
     if changed:
@@ -525,26 +696,28 @@ def _restore(checkpoint: Path, run_dir: Path, unet, optimizers, scaler, generato
             f"({', '.join(f'{k}={previous[k]!r}' for k in changed)}). Use the same settings, or start a new run folder."
         )
     found, state = run_folder.load_checkpoint(checkpoint)
-    if set(found) != set(optimizers):
+    if set(found) != set(run.optimizers):
         raise run_folder.RunFolderError(
             f"cannot resume from {checkpoint}: it holds adapters {sorted(found)} but this run trains "
-            f"{sorted(optimizers)}. Use the same clips and settings, or start a new run folder."
+            f"{sorted(run.optimizers)}. Use the same clips and settings, or start a new run folder."
         )
     for name, adapter in found.items():
-        adapters.set_tensors(unet, name, adapter.tensors)
-    for name, opt in optimizers.items():
+        adapters.set_tensors(run.unet, name, adapter.tensors)
+    for name, opt in run.optimizers.items():
         opt.load_state_dict(state["optimizers"][name])
-    scaler.load_state_dict(state["scaler"])
+        for group in opt.param_groups:
+            group.update(lr=_lr(config, name), weight_decay=config.weight_decay)
+    run.scaler.load_state_dict(state["scaler"])
     rngs = state["rng"]
     rng = rngs[rank] if len(rngs) == world else None
     if rng is not None:  # same world size: continue each rank's own stream exactly
-        generator.set_state(rng["generator"])
+        run.generator.set_state(rng["generator"])
         torch.set_rng_state(rng["torch"])
         random.setstate(rng["python"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state(rng["cuda"])
     else:  # another number of processes: fresh streams derived from the step
-        generator.manual_seed(config.seed + rank + 1_000_003 * state["step"])
+        run.generator.manual_seed(config.seed + rank + 1_000_003 * state["step"])
         torch.manual_seed(config.seed + rank + 1_000_003 * state["step"])
     history_file = run_dir / "history.json"
     history = run_folder.read_json(history_file) if history_file.is_file() else []

@@ -157,3 +157,14 @@ def test_ctrl_c_during_training_saves_a_checkpoint_and_says_how_to_resume(tmp_pa
     assert "cancelled at step 2" in err and "--resume" in err
     assert (run / "checkpoint-000002" / "training_state.pt").is_file()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_diverging_run_exits_with_the_step_and_the_setting_to_lower(tmp_path, clip_file, capsys):
+    run = tmp_path / "run"
+    code = main(["train", "--model", "tiny", "--data", str(clip_file), "--output", str(run), "--steps", "10",
+                 "--rank", "4", "--temporal-lr", "1e6", "--checkpoint-every", "1", "--dropout-placement", "output",
+                 "--frames", "4", "--width", "32", "--height", "32"])
+    err = capsys.readouterr().err
+    assert code == 1 and "error: training diverged at step" in err and "temporal_lr = 1e+06" in err, err
+    assert not (run / "motion.safetensors").exists() and list(run.glob("checkpoint-*"))
+    assert json.loads((run / "config.json").read_text())["dropout_placement"] == "output"

@@ -1,4 +1,4 @@
-"""The diffusion target and MotionDirector's losses against hand computation on small tensors."""
+"""MotionDirector's losses and ZeroScope's diffusion objective against hand computation on small tensors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from motion_lora.losses import debias, diffusion_target, mse, temporal_loss
+from motion_lora.backbones import ZeroScope
+from motion_lora.losses import debias, mse, temporal_loss
 from motion_lora.tiny import SCHEDULER_CONFIG
 
 
@@ -59,16 +60,33 @@ def test_mse_is_float32_even_for_half_inputs():
     assert loss.dtype == torch.float32 and loss.item() == pytest.approx(2.5)
 
 
-def test_epsilon_and_v_prediction_targets():
+def test_zeroscope_objective_noises_as_ddpm_with_epsilon_or_v_target():
     g = torch.Generator().manual_seed(2)
     latents, noise = torch.randn(1, 4, 2, 3, 3, generator=g), torch.randn(1, 4, 2, 3, 3, generator=g)
     t = torch.tensor([420])
-    eps = DDPMScheduler.from_config(SCHEDULER_CONFIG)
-    assert diffusion_target(eps, latents, noise, t) is noise
-    v_sched = DDPMScheduler.from_config({**SCHEDULER_CONFIG, "prediction_type": "v_prediction"})
-    abar = v_sched.alphas_cumprod[420].item()
+    abar = DDPMScheduler.from_config(SCHEDULER_CONFIG).alphas_cumprod[420].item()
+    eps = ZeroScope().objective(SCHEDULER_CONFIG)
+    assert eps.num_train_timesteps == 1000
+    torch.testing.assert_close(eps.add_noise(latents, noise, t), math.sqrt(abar) * latents + math.sqrt(1 - abar) * noise)
+    assert eps.target(latents, noise, t) is noise
+    v = ZeroScope().objective({**SCHEDULER_CONFIG, "prediction_type": "v_prediction"})
     by_hand = math.sqrt(abar) * noise - math.sqrt(1 - abar) * latents
-    torch.testing.assert_close(diffusion_target(v_sched, latents, noise, t), by_hand, rtol=1e-5, atol=1e-6)
-    sample_sched = DDPMScheduler.from_config({**SCHEDULER_CONFIG, "prediction_type": "sample"})
+    torch.testing.assert_close(v.target(latents, noise, t), by_hand, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="prediction_type"):
-        diffusion_target(sample_sched, latents, noise, t)
+        ZeroScope().objective({**SCHEDULER_CONFIG, "prediction_type": "sample"})
+
+
+def test_zeroscope_timesteps_cover_the_whole_training_range():
+    objective = ZeroScope().objective({**SCHEDULER_CONFIG, "num_train_timesteps": 1000})
+    t = objective.sample_timesteps(20000, torch.Generator().manual_seed(0))
+    assert t.dtype == torch.int64 and int(t.min()) == 0 and int(t.max()) == 999
+    per_tenth = torch.bincount(t // 100, minlength=10)
+    assert len(per_tenth) == 10 and bool((per_tenth > 1700).all()), per_tenth  # uniform: 2000 +- 45 each
+
+
+def test_zeroscope_image_latents_are_the_clip_latents_per_frame():
+    latents = torch.randn(1, 4, 3, 2, 2, generator=torch.Generator().manual_seed(3))
+    images = ZeroScope().image_latents(None, torch.zeros(3, 16, 16, 3), latents)
+    assert images.shape == (3, 4, 1, 2, 2)
+    for i in range(3):
+        assert torch.equal(images[i : i + 1], latents[:, :, i : i + 1])

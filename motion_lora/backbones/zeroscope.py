@@ -91,12 +91,45 @@ def temporal_layers_skipped(unet: nn.Module) -> Iterator[None]:
                 module.forward = previous
 
 
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+
+
+class DDPMObjective:
+    """DDPM training as ZeroScope was trained: `t ~ U{0..T-1}`, `scheduler.add_noise`, an epsilon or v target.
+
+    Built from the model's own scheduler config (whatever sampler class it names, the noising
+    schedule is the same), so the betas, `T` and the prediction type are the model's.
+    """
+
+    def __init__(self, scheduler_config: dict):
+        from diffusers import DDPMScheduler
+
+        self.scheduler = DDPMScheduler.from_config(scheduler_config)
+        self.prediction_type = self.scheduler.config.get("prediction_type", "epsilon")
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"unsupported prediction_type {self.prediction_type!r} in the scheduler config: "
+                             f"use one of {', '.join(PREDICTION_TYPES)}")
+        self.num_train_timesteps = int(self.scheduler.config.num_train_timesteps)
+
+    def sample_timesteps(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.randint(self.num_train_timesteps, (n,), generator=generator)
+
+    def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.scheduler.add_noise(latents, noise, t)
+
+    def target(self, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if self.prediction_type == "epsilon":
+            return noise
+        return self.scheduler.get_velocity(latents, noise, t)
+
+
 class ZeroScope:
     """Backbone facts for `UNet3DConditionModel` models (ZeroScope v2, ModelScope T2V)."""
 
     name = "unet3d"
     unet_class = "UNet3DConditionModel"
     frame_dim = 2  # latents are [batch, channels, frames, h, w]
+    spatial_reuses_clip_noise = True  # a latent frame is one video frame: the spatial path takes frame i of the clip
 
     def matches(self, unet: nn.Module) -> bool:
         return type(unet).__name__ == self.unet_class
@@ -176,6 +209,14 @@ class ZeroScope:
 
     def frame_axis(self) -> int:
         return self.frame_dim
+
+    def image_latents(self, vae, frames: torch.Tensor, clip_latents: torch.Tensor, generator=None) -> torch.Tensor:
+        """The clip's own latents split per frame, `[F, C, 1, h, w]`: the VAE encodes each frame alone anyway."""
+        return clip_latents[0].transpose(0, 1).unsqueeze(2)
+
+    # --- objective --------------------------------------------------------------------------
+    def objective(self, scheduler_config: dict) -> DDPMObjective:
+        return DDPMObjective(scheduler_config)
 
     # --- denoiser ---------------------------------------------------------------------------
     def predict(self, unet, latents: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
