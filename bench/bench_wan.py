@@ -38,7 +38,7 @@ CONFIGS = ("diffusers+peft", "diffusers+peft+ckpt", "ours")
 
 
 def build_transformer(args):
-    """The tiny Wan's transformer, or a real-size one with random weights made on the device (fp8 linears with --fp8)."""
+    """The tiny Wan's transformer, or a real-size one with random weights made on the device (--fp8: fp8 linears)."""
     if args.tiny:
         from motion_lora.tiny_wan import build_tiny_wan
 
@@ -72,7 +72,8 @@ def shapes(args, transformer) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Clip latents [1, C, 1 + (F-1)/4, H/8, W/8] and text [1, 512, 4096]."""
     c = transformer.config.in_channels
     scale = 16 if c == 48 else 8
-    return (1, c, 1 + (args.frames - 1) // 4, args.height // scale, args.width // scale), (1, 512, transformer.config.text_dim)
+    clip = (1, c, 1 + (args.frames - 1) // 4, args.height // scale, args.width // scale)
+    return clip, (1, 512, transformer.config.text_dim)
 
 
 def train_steps(name: str, args) -> dict:
@@ -174,7 +175,8 @@ def sampling(args) -> dict:
     results = {}
     for scheduler in ("unipc", "euler"):
         pipe = WanPipeline(tokenizer=model.tokenizer, text_encoder=model.text_encoder, vae=model.vae,
-                           transformer=model.unet, scheduler=make_scheduler(scheduler, model.scheduler_config, model.backbone))
+                           transformer=model.unet,
+                           scheduler=make_scheduler(scheduler, model.scheduler_config, model.backbone))
         pipe.set_progress_bar_config(disable=True)
         best = {"ours": float("inf"), "pipeline": float("inf")}
         for _ in range(args.repeats):
@@ -195,7 +197,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--what", default="train", choices=["train", "sampling"])
     parser.add_argument("--tiny", action="store_true", help="the tiny Wan on the CPU (checks that the bench runs)")
-    parser.add_argument("--model", default="wan2.1_t2v_1.3B", help="a name in motion_lora/wan_configs/architectures.json")
+    parser.add_argument("--model", default="wan2.1_t2v_1.3B",
+                        help="a name in motion_lora/wan_configs/architectures.json")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--fp8", action="store_true", help="base linears in float8_e4m3fn (14B on 24 GB)")
     parser.add_argument("--width", type=int, default=832)

@@ -138,7 +138,8 @@ def sample_latents(model: VideoModel, prompt: str, negative_prompt: str = "", *,
         for i, t in enumerate(scheduler.timesteps):
             if cancel is not None and cancel():
                 raise SamplingCancelled(f"sampling cancelled at step {i}/{steps}")
-            x = (scheduler.scale_model_input(latents, t) if hasattr(scheduler, "scale_model_input") else latents).to(unet_dtype)
+            x = scheduler.scale_model_input(latents, t) if hasattr(scheduler, "scale_model_input") else latents
+            x = x.to(unet_dtype)  # flow-matching schedulers have no input scaling
             pred = model.backbone.predict(model.unet, torch.cat([x, x]) if use_cfg else x, t, text).float()
             if use_cfg:
                 pred_uncond, pred_cond = pred.chunk(2)

@@ -1,7 +1,7 @@
 """A tiny Wan 2.1-shaped model built in code: for tests and for trying the Wan path without weights.
 
 Same architecture as Wan 2.1 T2V (WanTransformer3DModel, AutoencoderKLWan with the real block layout,
-UMT5EncoderModel, a T5 Unigram tokenizer), random weights from a fixed seed, nothing downloaded.
+UMT5EncoderModel, a T5-style Unigram tokenizer), random weights from a fixed seed, nothing downloaded.
 The transformer's shape is one that ComfyUI can load too (METHOD.md): ComfyUI infers a Wan model from its
 weights but fixes the head size at 128 and the text width at 4096, so the tiny model has one head of 128,
 and its text encoder outputs 4096 features (from one small layer, so it stays cheap).
@@ -83,16 +83,24 @@ WORDS = ("the", "a", "car", "red", "blue", "dog", "cat", "runs", "moves", "left"
 
 
 def build_tokenizer():
-    """A T5 Unigram tokenizer (UMT5's kind: <pad>=0, </s>=1, <unk>=2) with letters and a few words."""
-    from transformers import T5Tokenizer
+    """A SentencePiece-style Unigram tokenizer as UMT5's (<pad>=0, </s>=1, <unk>=2, "▁" word starts, "</s>" at the
+    end), with letters and a few words; built with the `tokenizers` library, so any transformers version loads it."""
+    from tokenizers import Tokenizer, decoders, pre_tokenizers, processors
+    from tokenizers.models import Unigram
+    from transformers import PreTrainedTokenizerFast
 
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
     pieces += [(f"▁{w}", -1.0) for w in WORDS]
     letters = "abcdefghijklmnopqrstuvwxyz0123456789.,!?'-"
     pieces += [(c, -5.0) for c in letters] + [(f"▁{c}", -4.0) for c in letters]
-    tokenizer = T5Tokenizer(vocab=pieces, extra_ids=0)
-    tokenizer.model_max_length = 512
-    return tokenizer
+    model = Tokenizer(Unigram(pieces, unk_id=2, byte_fallback=False))
+    model.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")])
+    model.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    model.post_processor = processors.TemplateProcessing(single=["$A", "</s>"], pair=["$A", "</s>", "$B", "</s>"],
+                                                         special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=model, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                                   model_max_length=512)
 
 
 def build_tiny_wan(seed: int = 0, dtype: str | torch.dtype = "fp32", device: str | torch.device = "cpu",

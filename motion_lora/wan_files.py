@@ -143,8 +143,9 @@ def load_wan_transformer(path: str | Path, dtype: str | torch.dtype = "bf16", ke
     missing = set(model.state_dict()) - set(weights)
     unexpected = set(weights) - set(model.state_dict())
     if missing or unexpected:
-        raise ModelLoadError(f"{path} does not fit the Wan architecture read off it: {len(missing)} weights missing "
-                             f"(e.g. {sorted(missing)[:2]}), {len(unexpected)} unexpected (e.g. {sorted(unexpected)[:2]})")
+        raise ModelLoadError(f"{path} does not fit the Wan architecture read off it: {len(missing)} weights "
+                             f"missing (e.g. {sorted(missing)[:2]}), {len(unexpected)} unexpected "
+                             f"(e.g. {sorted(unexpected)[:2]})")
     model.load_state_dict(weights, strict=True, assign=True)
     _rebuild_buffers(model)
     modules = dict(model.named_modules())

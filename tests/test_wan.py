@@ -145,7 +145,8 @@ def test_tiny_wan_is_deterministic_and_folder_round_trips(wan, tmp_path):
     other = build_tiny_wan(seed=0)
     state = wan.unet.state_dict()
     assert all(torch.equal(v, other.unet.state_dict()[k]) for k, v in state.items())
-    assert not torch.equal(build_tiny_wan(seed=1).unet.blocks[0].attn1.to_q.weight, wan.unet.blocks[0].attn1.to_q.weight)
+    other_seed = build_tiny_wan(seed=1).unet.blocks[0].attn1.to_q.weight
+    assert not torch.equal(other_seed, wan.unet.blocks[0].attn1.to_q.weight)
     folder = wan.save(tmp_path / "tiny_wan")
     assert (folder / "transformer" / "config.json").is_file()
     loaded = load_model(folder, dtype="fp32")

@@ -60,7 +60,7 @@ def test_vae_file_loads_back_identical(wan, files):
 
 
 def _fp8_file(wan, path, scaled: bool):
-    """The tiny transformer as ComfyUI's fp8 files hold it: block linears in float8_e4m3fn (scaled: with scale_weight)."""
+    """The tiny transformer as ComfyUI's fp8 files hold it: block linears in float8_e4m3fn (scaled: + scale_weight)."""
     state = {}
     for k, v in wan.unet.state_dict().items():
         name = to_original_name(k)
