@@ -15,7 +15,7 @@ Training configurations (each in its own process, so each peak is its own):
     python bench/bench_wan.py --tiny                                   # CPU check: tiny Wan, 32x32, 5 frames
     python bench/bench_wan.py --model wan2.1_t2v_1.3B --device cuda    # 832x480, 49 frames, bf16 (GPU)
     python bench/bench_wan.py --model wan2.1_t2v_14B --device cuda --fp8 --config ours
-    python bench/bench_wan.py --tiny --what sampling                   # our sampler vs WanPipeline, same seed
+    python bench/bench_wan.py --tiny --what sampling --threads 1       # our sampler vs WanPipeline, same seed
 
 Not measured yet on a GPU (no GPU in the session that wrote this); block swapping for 14B is not implemented.
 """
@@ -210,8 +210,11 @@ def main() -> None:
     parser.add_argument("--config", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--sample-steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.tiny:
         args.width, args.height, args.frames = min(args.width, 32), min(args.height, 32), min(args.frames, 5)
     if args.what == "sampling":
