@@ -197,3 +197,30 @@ def test_sampling_refuses_what_wan_cannot_do(wan):
         sample_latents(wan, "a car", steps=1, scheduler="ddim", **SMALL)
     with pytest.raises(SamplingError, match="noise_prior is not available"):
         sample_latents(wan, "a car", steps=1, noise_prior=0.5, reference=torch.zeros(1), **SMALL)
+
+
+def test_wan22_ti2v_layout_48_channels_16x():
+    """Wan 2.2 TI2V-5B's layout (48 latent channels, 16x VAE with 2x2 patchify), shrunk; one timestep per clip
+    equals WanPipeline's one-per-token form when every token has the same t (text-to-video)."""
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+
+    from motion_lora.tiny_wan import TRANSFORMER_CONFIG
+    from motion_lora.wan_files import architectures
+
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(**{**architectures()["vaes"]["wan2.2_vae"], "base_dim": 8, "decoder_base_dim": 16}).eval()
+    transformer = WanTransformer3DModel(**{**TRANSFORMER_CONFIG, "in_channels": 48, "out_channels": 48}).eval()
+    backbone = Wan()
+    frames = synthetic_clip(frames=5, height=64, width=64)
+    latents = backbone.frames_to_latents(vae, frames)
+    assert latents.shape == backbone.latent_shape(transformer, vae, 5, 64, 64) == (1, 48, 2, 4, 4)
+    assert backbone.image_latents(vae, frames, latents).shape == (5, 48, 1, 4, 4)
+    with pytest.raises(ValueError, match="multiples of 32"):
+        backbone.latent_shape(transformer, vae, 5, 48, 64)
+    text = torch.randn(1, 512, 4096)
+    with torch.no_grad():
+        ours = backbone.predict(transformer, latents, torch.tensor(700.0), text)
+        per_token = transformer(hidden_states=latents, timestep=torch.full((1, 2 * 2 * 2), 700.0),
+                                encoder_hidden_states=text, return_dict=False)[0]
+    assert torch.allclose(ours, per_token, atol=1e-5)
+    assert backbone.latents_to_frames(vae, latents).shape == (5, 64, 64, 3)
