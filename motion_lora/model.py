@@ -187,12 +187,16 @@ def load_model(folder: str | Path, dtype: str | torch.dtype = "fp16", device: st
 
 
 def open_model(spec: str | Path, dtype: str | torch.dtype = "fp16", device: str | torch.device = "cpu") -> VideoModel:
-    """A diffusers folder, or "tiny" (or the tiny model's display name) for the built-in test model.
+    """A diffusers folder, "tiny" (or the tiny model's display name) for the built-in test model, or "tiny-wan"
+    for the built-in tiny Wan.
 
     The one entry point for "which model did the user pick", shared by the CLI and the nodes.
     """
     from .tiny import TINY_NAME, build_tiny_model
+    from .tiny_wan import TINY_WAN_NAME, build_tiny_wan
 
     if str(spec) in ("tiny", TINY_NAME) and not Path(spec).is_dir():
         return build_tiny_model(seed=0, dtype=dtype, device=device)
+    if str(spec) in ("tiny-wan", TINY_WAN_NAME) and not Path(spec).is_dir():
+        return build_tiny_wan(seed=0, dtype=dtype, device=device)
     return load_model(spec, dtype=dtype, device=device)

@@ -224,3 +224,37 @@ def test_wan22_ti2v_layout_48_channels_16x():
                                 encoder_hidden_states=text, return_dict=False)[0]
     assert torch.allclose(ours, per_token, atol=1e-5)
     assert backbone.latents_to_frames(vae, latents).shape == (5, 64, 64, 3)
+
+
+def test_open_model_knows_the_tiny_wan():
+    from motion_lora.model import open_model
+
+    model = open_model("tiny-wan", dtype="fp32")
+    assert isinstance(model.backbone, Wan) and model.source == "tiny-wan"
+
+
+def test_checkpointing_the_blocks_changes_no_gradient(wan):
+    """Our checkpointing of the backbone's units (the blocks) gives the LoRA the same gradients as without it."""
+    from motion_lora import grad_checkpoint
+
+    ad.inject(wan.unet, wan.backbone, "ckpt", ad.TEMPORAL, rank=2)
+    try:
+        g = torch.Generator().manual_seed(0)
+        ad.set_tensors(wan.unet, "ckpt", {k: torch.randn(v.shape, generator=g)
+                                          for k, v in ad.get_tensors(wan.unet, "ckpt").items()})
+        ad.set_strengths(wan.unet, {"ckpt": 1.0})
+        ad.set_trainable(wan.unet, ["ckpt"], True)
+        params = ad.adapter_parameters(wan.unet, ["ckpt"])
+        x, text = torch.randn(1, 16, 2, 4, 4, generator=g), torch.randn(1, 16, 4096, generator=g)
+        grads = []
+        for units in ([], wan.backbone.checkpoint_units(wan.unet)):
+            with grad_checkpoint.checkpointed(units):
+                out = wan.backbone.predict(wan.unet, x, torch.tensor([400.0]), text)
+                out.square().mean().backward()
+            grads.append([p.grad.clone() for p in params])
+            for p in params:
+                p.grad = None
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
+        assert all(a.abs().sum() > 0 for a in grads[0])  # down and up weights both learn
+    finally:
+        ad.remove(wan.unet, "ckpt")
