@@ -20,8 +20,10 @@ from safetensors.torch import load_file, save_file
 
 from motion_lora import adapters as ad
 from motion_lora.lora_file import save_adapter
+from motion_lora.backbones.wan import to_original_name
 from motion_lora.tiny_wan import build_tiny_wan
 from motion_lora.wan_files import save_wan_transformer
+from motion_lora.wan_lora_import import read_wan_lora
 
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR", "")
 COMFYUI_PYTHON = os.environ.get("COMFYUI_PYTHON", sys.executable)
@@ -48,12 +50,30 @@ def _comfyui(model_file: Path, lora_file: Path, inputs: Path, out: Path) -> tupl
     return load_file(str(out)), json.loads(Path(str(out) + ".json").read_text())
 
 
-@pytest.mark.parametrize("kind", [ad.TEMPORAL, ad.SPATIAL])
+def _musubi_file(adapter: ad.LoraAdapter, path: Path) -> Path:
+    """The adapter as musubi-tuner writes a Wan LoRA, with per-layer alphas that differ from the rank."""
+    out = {}
+    for i, target in enumerate(adapter.targets):
+        name = "lora_unet_" + to_original_name(target).replace(".", "_")
+        out[f"{name}.lora_down.weight"] = adapter.tensors[f"{target}.lora_A.weight"]
+        out[f"{name}.lora_up.weight"] = adapter.tensors[f"{target}.lora_B.weight"]
+        out[f"{name}.alpha"] = torch.tensor([1.0, 4.0, 8.0][i % 3])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(out, str(path))
+    return path
+
+
+@pytest.mark.parametrize("kind", [ad.TEMPORAL, ad.SPATIAL, "musubi"])
 def test_comfyui_core_loader_applies_our_wan_lora_exactly(tmp_path, kind):
+    """Our motion and appearance files, and a musubi-tuner file read with `read_wan_lora`."""
     model = build_tiny_wan(seed=0)
     model_file = save_wan_transformer(model.unet, tmp_path / "diffusion_models" / "tiny_wan.safetensors")
-    adapter = _random_adapter(model, kind, seed=1)
-    lora_file = save_adapter(adapter, tmp_path / "loras" / f"tiny_wan_{kind}.safetensors")
+    if kind == "musubi":
+        lora_file = _musubi_file(_random_adapter(model, ad.TEMPORAL, seed=3), tmp_path / "loras" / "musubi.safetensors")
+        adapter = read_wan_lora(lora_file, ad.TEMPORAL)
+    else:
+        adapter = _random_adapter(model, kind, seed=1)
+        lora_file = save_adapter(adapter, tmp_path / "loras" / f"tiny_wan_{kind}.safetensors")
 
     g = torch.Generator().manual_seed(2)
     inputs = {"x": torch.randn(1, 16, 2, 4, 4, generator=g), "timestep": torch.tensor([650.0]),
