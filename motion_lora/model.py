@@ -179,11 +179,22 @@ def load_model(folder: str | Path, dtype: str | torch.dtype = "fp16", device: st
 
     unet, vae, text_encoder, tokenizer = (loaded[f] for f in ("unet", "vae", "text_encoder", "tokenizer"))
     text_encoder.to(dtype=dtype)
+    _keep_fp32_parts(text_encoder, dtype)
     for part in (unet, vae, text_encoder):
         part.requires_grad_(False).eval().to(device)
     model = VideoModel(unet, vae, text_encoder, tokenizer, scheduler_config, backbone, str(folder), dtype)
     backbone_for(unet)  # the weights agree with what model_index.json announced
     return model
+
+
+def _keep_fp32_parts(module: nn.Module, dtype: torch.dtype) -> None:
+    """In fp16, put back in fp32 what the model class keeps there (T5/UMT5's `wo`: it overflows in fp16)."""
+    keep = getattr(module, "_keep_in_fp32_modules", None) or []
+    if dtype != torch.float16 or not keep:
+        return
+    for name, child in module.named_modules():
+        if any(part in keep for part in name.split(".")):
+            child.to(torch.float32)
 
 
 def open_model(spec: str | Path, dtype: str | torch.dtype = "fp16", device: str | torch.device = "cpu") -> VideoModel:

@@ -258,3 +258,11 @@ def test_checkpointing_the_blocks_changes_no_gradient(wan):
         assert all(a.abs().sum() > 0 for a in grads[0])  # down and up weights both learn
     finally:
         ad.remove(wan.unet, "ckpt")
+
+
+def test_fp16_folder_keeps_umt5_feed_forward_output_in_fp32(wan, tmp_path):
+    """UMT5's `wo` overflows in fp16; transformers keeps it in fp32 and so do we."""
+    loaded = load_model(wan.save(tmp_path / "tiny_wan"), dtype="fp16")
+    ff = loaded.text_encoder.encoder.block[0].layer[-1].DenseReluDense
+    assert ff.wo.weight.dtype == torch.float32 and ff.wi_0.weight.dtype == torch.float16
+    assert torch.isfinite(loaded.encode_prompt("a car").float()).all()
