@@ -11,6 +11,8 @@ Training configurations (each in its own process, so each peak is its own):
   diffusers+peft+ckpt  the same with diffusers' own `enable_gradient_checkpointing()`
   ours                 the library's step: `adapters.inject` (rank-space dropout), the backbone's objective and
                        checkpoint units (every block), bf16 autocast; with --fp8 the base linears stay fp8
+  ours+offload         + the checkpointed blocks' inputs kept in (pinned) CPU memory until backward
+                       (`torch.autograd.graph.save_on_cpu`): a candidate for 14B in 24 GB, not in the trainer yet
 
     python bench/bench_wan.py --tiny                                   # CPU check: tiny Wan, 32x32, 5 frames
     python bench/bench_wan.py --model wan2.1_t2v_1.3B --device cuda    # 832x480, 49 frames, bf16 (GPU)
@@ -23,6 +25,7 @@ Not measured yet on a GPU (no GPU in the session that wrote this); block swappin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -34,7 +37,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-CONFIGS = ("diffusers+peft", "diffusers+peft+ckpt", "ours")
+CONFIGS = ("diffusers+peft", "diffusers+peft+ckpt", "ours", "ours+offload")
 
 
 def build_transformer(args):
@@ -121,13 +124,15 @@ def train_steps(name: str, args) -> dict:
                     p.requires_grad_(a == train)
 
     optimizers = {a: torch.optim.AdamW(ps, lr=1e-4) for a, ps in params.items()}
-    units = backbone.checkpoint_units(transformer) if name == "ours" else []
+    units = backbone.checkpoint_units(transformer) if name.startswith("ours") else []
+    offload = (torch.autograd.graph.save_on_cpu(pin_memory=device.type == "cuda") if name == "ours+offload"
+               else contextlib.nullcontext())
     autocast = torch.autocast(device.type, dtype=torch.bfloat16)
     transformer.train()
     times = []
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    with grad_checkpoint.checkpointed(units):
+    with grad_checkpoint.checkpointed(units), offload:
         for step in range(args.steps):
             if device.type == "cuda":
                 torch.cuda.synchronize()
