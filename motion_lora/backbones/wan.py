@@ -91,7 +91,10 @@ class FlowMatchObjective:
 class TextEmbeddings:
     """Text conditioning computed elsewhere (ComfyUI's CLIP Loader + Text Encode): prompt -> `[tokens, 4096]`.
 
-    Stands in for the text encoder when the pack does not parse a text-encoder file itself.
+    Stands in for the text encoder when the pack does not parse a text-encoder file itself. ComfyUI's Wan
+    conditioning is already what WanPipeline makes (at least 512 tokens, padding zeroed: its UMT5 tokenizer
+    pads to 512 and its encoder zeroes masked positions), so it is added as it is; rows are cut or
+    zero-padded to 512.
     """
 
     def __init__(self, embeddings: dict[str, torch.Tensor] | None = None):
