@@ -42,9 +42,27 @@ def save_adapter(adapter: LoraAdapter, path: str | Path, overwrite: bool = False
         "training": json.dumps(adapter.training, default=str),
     }
     tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in adapter.tensors.items()}, str(tmp), metadata=metadata)
+    tensors = file_layout(adapter)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
     tmp.replace(path)  # a crash mid-write never leaves half a file under the real name
     return path
+
+
+def file_layout(adapter: LoraAdapter) -> dict:
+    """The tensors as the file stores them: in the key layout of the adapter's backbone family when it has one
+    (Wan: ComfyUI's, so its core LoRA loader reads our files), else our own keys."""
+    from .backbones import backbone_for_fingerprint
+
+    to_file = getattr(backbone_for_fingerprint(adapter.fingerprint), "lora_keys_to_file", None)
+    return to_file(adapter.tensors, adapter.alpha) if to_file else adapter.tensors
+
+
+def adapter_layout(tensors: dict, fingerprint: str) -> dict:
+    """The inverse of `file_layout`: a file's tensors under `LoraAdapter` keys."""
+    from .backbones import backbone_for_fingerprint
+
+    from_file = getattr(backbone_for_fingerprint(fingerprint), "lora_keys_from_file", None)
+    return from_file(tensors) if from_file else tensors
 
 
 def read_metadata(path: str | Path) -> dict:
@@ -84,7 +102,7 @@ def load_adapter(path: str | Path) -> LoraAdapter:
 
     path = Path(path)
     meta = read_metadata(path)
-    tensors = load_file(str(path))
+    tensors = adapter_layout(load_file(str(path)), meta.get("fingerprint", ""))
     adapter = LoraAdapter(
         kind=meta["kind"],
         rank=int(meta["rank"]),

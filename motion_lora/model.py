@@ -17,7 +17,6 @@ from torch import nn
 from .backbones import Backbone, backbone_for, backbone_for_class
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
 
 class ModelLoadError(ValueError):
@@ -68,23 +67,35 @@ class VideoModel:
         """Write a diffusers folder that `load_model` reads back."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self.unet.save_pretrained(folder / "unet", safe_serialization=True)
-        self.vae.save_pretrained(folder / "vae", safe_serialization=True)
-        self.text_encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
-        self.tokenizer.save_pretrained(folder / "tokenizer")
+        parts = _components(self.backbone)
+        for field in ("unet", "vae", "text_encoder"):
+            getattr(self, field).save_pretrained(folder / parts[field][0], safe_serialization=True)
+        self.tokenizer.save_pretrained(folder / parts["tokenizer"][0])
         (folder / "scheduler").mkdir(exist_ok=True)
         (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(self.scheduler_config, indent=2))
         index = {
-            "_class_name": "TextToVideoSDPipeline",
+            "_class_name": getattr(self.backbone, "pipeline_class", "TextToVideoSDPipeline"),
             "_diffusers_version": _diffusers_version(),
             "scheduler": ["diffusers", self.scheduler_config.get("_class_name", "DDIMScheduler")],
-            "text_encoder": ["transformers", type(self.text_encoder).__name__],
-            "tokenizer": ["transformers", "CLIPTokenizer"],
-            "unet": ["diffusers", type(self.unet).__name__],
-            "vae": ["diffusers", type(self.vae).__name__],
         }
+        for field in ("unet", "vae", "text_encoder", "tokenizer"):
+            subfolder, library, _ = parts[field]
+            index[subfolder] = [library, type(getattr(self, field)).__name__]
         (folder / "model_index.json").write_text(json.dumps(index, indent=2))
         return folder
+
+
+# VideoModel part -> (subfolder, library, class) of a ZeroScope / ModelScope folder; other families say their own
+ZEROSCOPE_COMPONENTS = {
+    "unet": ("unet", "diffusers", "UNet3DConditionModel"),
+    "vae": ("vae", "diffusers", "AutoencoderKL"),
+    "text_encoder": ("text_encoder", "transformers", "CLIPTextModel"),
+    "tokenizer": ("tokenizer", "transformers", "CLIPTokenizer"),
+}
+
+
+def _components(backbone) -> dict[str, tuple[str, str, str]]:
+    return getattr(backbone, "components", ZEROSCOPE_COMPONENTS)
 
 
 def _diffusers_version() -> str:
@@ -109,14 +120,18 @@ def read_model_index(folder: str | Path) -> dict:
         raise ModelLoadError(f"{index_file} is not valid JSON ({e}); re-download the model.") from e
 
 
+def _denoiser_entry(index: dict) -> list:
+    """[library, class] of the denoiser a model_index.json announces ("unet" for UNets, "transformer" for DiTs)."""
+    return index.get("unet") or index.get("transformer") or [None, None]
+
+
 def is_video_model_folder(folder: str | Path) -> bool:
     """True if the folder holds a diffusers model whose denoiser a backbone here supports."""
     try:
         index = read_model_index(folder)
     except ModelLoadError:
         return False
-    unet = index.get("unet") or [None, None]
-    return backbone_for_class(unet[1]) is not None
+    return backbone_for_class(_denoiser_entry(index)[1]) is not None
 
 
 def load_model(folder: str | Path, dtype: str | torch.dtype = "fp16", device: str | torch.device = "cpu") -> VideoModel:
@@ -125,32 +140,36 @@ def load_model(folder: str | Path, dtype: str | torch.dtype = "fp16", device: st
     `dtype` is one of fp32 / fp16 / bf16 (or a torch dtype); the VAE and text encoder
     take the same dtype. Weights are read from safetensors; a `.bin` only with
     weights-only unpickling (transformers' and diffusers' default for local files).
+    The backbone says which classes and subfolders make up its family's folder.
     """
-    from diffusers import AutoencoderKL
-    from transformers import CLIPTextModel, CLIPTokenizer
+    import diffusers
+    import transformers
 
     folder = Path(folder)
     dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
     index = read_model_index(folder)
-    unet_entry = index.get("unet") or [None, None]
+    unet_entry = _denoiser_entry(index)
     backbone = backbone_for_class(unet_entry[1])
     if backbone is None:
         raise ModelLoadError(
             f"{folder} is a {index.get('_class_name', 'unknown')} model with denoiser {unet_entry[1]}: not a "
-            "supported text-to-video model. Use ZeroScope v2 or ModelScope T2V (UNet3DConditionModel)."
+            "supported text-to-video model. Use ZeroScope v2 or ModelScope T2V (UNet3DConditionModel), "
+            "or Wan 2.1 / 2.2 (WanTransformer3DModel)."
         )
-    missing = [c for c in COMPONENTS if not (folder / c).is_dir()]
+    parts = _components(backbone)
+    missing = [sub for sub in [*(p[0] for p in parts.values()), "scheduler"] if not (folder / sub).is_dir()]
     if missing:
         raise ModelLoadError(f"{folder} lacks {', '.join(missing)}: download the complete model folder.")
 
-    from diffusers import UNet3DConditionModel  # the only family so far; later ones import their own class
-
+    libraries = {"diffusers": diffusers, "transformers": transformers}
+    loaded = {}
     try:
-        opts = dict(local_files_only=True, torch_dtype=dtype)
-        unet = UNet3DConditionModel.from_pretrained(folder, subfolder="unet", **opts)
-        vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **opts)
-        text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", local_files_only=True)
-        tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True)
+        for field, (subfolder, library, class_name) in parts.items():
+            cls = getattr(libraries[library], class_name)
+            opts = dict(subfolder=subfolder, local_files_only=True)
+            if library == "diffusers":
+                opts["torch_dtype"] = dtype
+            loaded[field] = cls.from_pretrained(folder, **opts)
     except (OSError, ValueError, RuntimeError) as e:
         raise ModelLoadError(f"could not load {folder}: {e}") from e
     scheduler_file = folder / "scheduler" / "scheduler_config.json"
@@ -158,7 +177,9 @@ def load_model(folder: str | Path, dtype: str | torch.dtype = "fp16", device: st
         raise ModelLoadError(f"{folder}/scheduler has no scheduler_config.json: download the complete model folder.")
     scheduler_config = json.loads(scheduler_file.read_text())
 
+    unet, vae, text_encoder, tokenizer = (loaded[f] for f in ("unet", "vae", "text_encoder", "tokenizer"))
     text_encoder.to(dtype=dtype)
+    _keep_fp32_parts(text_encoder, dtype)
     for part in (unet, vae, text_encoder):
         part.requires_grad_(False).eval().to(device)
     model = VideoModel(unet, vae, text_encoder, tokenizer, scheduler_config, backbone, str(folder), dtype)
@@ -166,13 +187,27 @@ def load_model(folder: str | Path, dtype: str | torch.dtype = "fp16", device: st
     return model
 
 
+def _keep_fp32_parts(module: nn.Module, dtype: torch.dtype) -> None:
+    """In fp16, put back in fp32 what the model class keeps there (T5/UMT5's `wo`: it overflows in fp16)."""
+    keep = getattr(module, "_keep_in_fp32_modules", None) or []
+    if dtype != torch.float16 or not keep:
+        return
+    for name, child in module.named_modules():
+        if any(part in keep for part in name.split(".")):
+            child.to(torch.float32)
+
+
 def open_model(spec: str | Path, dtype: str | torch.dtype = "fp16", device: str | torch.device = "cpu") -> VideoModel:
-    """A diffusers folder, or "tiny" (or the tiny model's display name) for the built-in test model.
+    """A diffusers folder, "tiny" (or the tiny model's display name) for the built-in test model, or "tiny-wan"
+    for the built-in tiny Wan.
 
     The one entry point for "which model did the user pick", shared by the CLI and the nodes.
     """
     from .tiny import TINY_NAME, build_tiny_model
+    from .tiny_wan import TINY_WAN_NAME, build_tiny_wan
 
     if str(spec) in ("tiny", TINY_NAME) and not Path(spec).is_dir():
         return build_tiny_model(seed=0, dtype=dtype, device=device)
+    if str(spec) in ("tiny-wan", TINY_WAN_NAME) and not Path(spec).is_dir():
+        return build_tiny_wan(seed=0, dtype=dtype, device=device)
     return load_model(spec, dtype=dtype, device=device)

@@ -43,8 +43,15 @@ class SamplingError(ValueError):
     """Bad sampling input; the message names the input and the fix."""
 
 
-def make_scheduler(name: str, scheduler_config: dict):
-    """A fresh diffusers scheduler `name` built from the model's own scheduler config."""
+def make_scheduler(name: str, scheduler_config: dict, backbone=None):
+    """A fresh diffusers scheduler `name` built from the model's own scheduler config.
+
+    A backbone with its own `make_scheduler` (a flow-matching family such as Wan) names its own choices."""
+    if backbone is not None and hasattr(backbone, "make_scheduler"):
+        try:
+            return backbone.make_scheduler(name, scheduler_config)
+        except ValueError as e:
+            raise SamplingError(str(e)) from e
     if name not in SCHEDULERS:
         raise SamplingError(f"unknown scheduler {name!r}: choose one of {', '.join(SCHEDULERS)}")
     import diffusers
@@ -63,6 +70,9 @@ def _check_inputs(model: VideoModel, width: int, height: int, frames: int, steps
         raise SamplingError(f"width and height must be positive, got {width}x{height}")
     if not 0.0 <= noise_prior <= 1.0:
         raise SamplingError(f"noise_prior must be between 0 and 1, got {noise_prior}")
+    if noise_prior > 0 and not getattr(model.backbone, "supports_noise_prior", True):
+        raise SamplingError(f"noise_prior is not available for {type(model.backbone).__name__} models (it inverts "
+                            "with DDIM, which does not apply to a flow-matching model); set noise_prior to 0")
     if noise_prior > 0 and reference is None:
         raise SamplingError(f"noise_prior {noise_prior} needs a reference clip (the training video or its "
                             "latents) to invert; pass reference=..., or set noise_prior to 0")
@@ -106,14 +116,16 @@ def _start_noise(model: VideoModel, shape: tuple[int, ...], generator: torch.Gen
 @torch.no_grad()
 def sample_latents(model: VideoModel, prompt: str, negative_prompt: str = "", *, width: int = 384,
                    height: int = 384, frames: int = 16, steps: int = 30, guidance: float = 12.0, seed: int = 0,
-                   scheduler: str = DEFAULT_SCHEDULER,
+                   scheduler: str | None = None,
                    adapters: Sequence[tuple[LoraAdapter, float]] | None = None, noise_prior: float = 0.0,
                    reference: torch.Tensor | None = None, inversion_steps: int = 50,
                    invert_with_adapters: bool = False,
                    progress: Progress | None = None, cancel: Cancel | None = None) -> torch.Tensor:
     """Denoised fp32 latents of one clip in the backbone's layout, on the model's device (see `sample`)."""
     shape = _check_inputs(model, width, height, frames, steps, noise_prior, reference)
-    scheduler = make_scheduler(scheduler, model.scheduler_config)
+    if scheduler is None:
+        scheduler = getattr(model.backbone, "default_scheduler", DEFAULT_SCHEDULER)
+    scheduler = make_scheduler(scheduler, model.scheduler_config, model.backbone)
     use_cfg = guidance > 1.0
     inversion = inversion_steps if noise_prior > 0 else 0
     total = inversion + steps
@@ -126,12 +138,13 @@ def sample_latents(model: VideoModel, prompt: str, negative_prompt: str = "", *,
         noise = _start_noise(model, shape, generator, noise_prior, reference, inversion_steps, invert_with_adapters,
                              report, cancel)
         scheduler.set_timesteps(steps, device=model.device)
-        latents = noise.to(model.device) * scheduler.init_noise_sigma
+        latents = noise.to(model.device) * getattr(scheduler, "init_noise_sigma", 1.0)  # flow schedulers: none
         step_kwargs = _step_kwargs(scheduler, generator)
         for i, t in enumerate(scheduler.timesteps):
             if cancel is not None and cancel():
                 raise SamplingCancelled(f"sampling cancelled at step {i}/{steps}")
-            x = scheduler.scale_model_input(latents, t).to(unet_dtype)
+            x = scheduler.scale_model_input(latents, t) if hasattr(scheduler, "scale_model_input") else latents
+            x = x.to(unet_dtype)  # flow-matching schedulers have no input scaling
             pred = model.backbone.predict(model.unet, torch.cat([x, x]) if use_cfg else x, t, text).float()
             if use_cfg:
                 pred_uncond, pred_cond = pred.chunk(2)
@@ -144,7 +157,7 @@ def sample_latents(model: VideoModel, prompt: str, negative_prompt: str = "", *,
 
 def sample(model: VideoModel, prompt: str, negative_prompt: str = "", *, width: int = 384, height: int = 384,
            frames: int = 16, steps: int = 30, guidance: float = 12.0, seed: int = 0,
-           scheduler: str = DEFAULT_SCHEDULER, adapters: Sequence[tuple[LoraAdapter, float]] | None = None,
+           scheduler: str | None = None, adapters: Sequence[tuple[LoraAdapter, float]] | None = None,
            noise_prior: float = 0.0, reference: torch.Tensor | None = None, inversion_steps: int = 50,
            invert_with_adapters: bool = False, decode_chunk: int = 8, progress: Progress | None = None,
            cancel: Cancel | None = None) -> torch.Tensor:
@@ -152,6 +165,8 @@ def sample(model: VideoModel, prompt: str, negative_prompt: str = "", *, width: 
 
     - `adapters`: None uses the UNet as it is (a trainer's preview sets strengths itself);
       a list of `(LoraAdapter, strength)` runs with exactly those and leaves the UNet unchanged.
+    - `scheduler`: a name of `SCHEDULERS`, or of the backbone's own choices (Wan: "unipc", "euler");
+      None is the backbone's default (ZeroScope: "ddim", Wan: "unipc" as WanPipeline).
     - `guidance` <= 1 runs the conditional branch only (one UNet call per step).
     - `noise_prior` p in [0, 1] starts from `sqrt(p) * ddim_invert(reference) + sqrt(1-p) * noise`;
       `reference` is frames `[F, H, W, 3]` or latents, resized to the requested size if needed.

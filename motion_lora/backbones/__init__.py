@@ -9,9 +9,10 @@ from __future__ import annotations
 from torch import nn
 
 from .base import Backbone
+from .wan import Wan
 from .zeroscope import ZeroScope
 
-BACKBONES: list = [ZeroScope()]
+BACKBONES: list = [ZeroScope(), Wan()]
 
 
 def backbone_for(unet: nn.Module) -> Backbone:
@@ -28,4 +29,11 @@ def backbone_for_class(unet_class: str) -> Backbone | None:
     return next((b for b in BACKBONES if b.unet_class == unet_class), None)
 
 
-__all__ = ["Backbone", "BACKBONES", "backbone_for", "backbone_for_class", "ZeroScope"]
+def backbone_for_fingerprint(fingerprint: str) -> Backbone | None:
+    """The backbone whose family wrote an adapter with this fingerprint ("wan-..."), for its file layout."""
+    family = (fingerprint or "").partition("-")[0]
+    return next((b for b in BACKBONES if b.name == family), None)
+
+
+__all__ = ["Backbone", "BACKBONES", "backbone_for", "backbone_for_class", "backbone_for_fingerprint", "Wan",
+           "ZeroScope"]
