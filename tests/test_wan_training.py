@@ -1,8 +1,4 @@
-"""MotionDirector's dual-path training on the tiny Wan through `motion_lora.training.train`.
-
-Needs the trainer that reads the objective and the one-frame input from the backbone (issue 8a); until that
-is merged, ZeroScope has no `objective` and these tests are skipped.
-"""
+"""MotionDirector's dual-path training on the tiny Wan through `motion_lora.training.train`."""
 
 from __future__ import annotations
 
@@ -11,14 +7,9 @@ import torch
 
 from conftest import synthetic_clip
 from motion_lora import adapters as ad
-from motion_lora.backbones import ZeroScope
 from motion_lora.data import Clip
 from motion_lora.lora_file import load_adapter, save_adapter
 from motion_lora.tiny_wan import build_tiny_wan
-
-pytestmark = pytest.mark.skipif(not hasattr(ZeroScope(), "objective"),
-                                reason="needs the backbone-objective trainer of issue 8a")
-
 
 def _clip(frames=5, size=32):
     return Clip(frames=synthetic_clip(frames=frames, height=size, width=size), prompt="a red square moves right",
