@@ -258,6 +258,8 @@ def check_fits(adapter: LoraAdapter, unet: nn.Module, backbone) -> None:
     expected = targets_for(unet, backbone, adapter.kind)
     modules = dict(unet.named_modules())
     got = adapter.targets
+    if set(got) != set(expected) and _own_placement(adapter, unet, backbone) is not None:
+        expected = got  # trained with another valid placement of this model (Wan's "a"/"b"/"c"): its own layers
     if set(got) != set(expected):
         other = SPATIAL if adapter.kind == TEMPORAL else TEMPORAL
         if set(got) and set(got) <= set(targets_for(unet, backbone, other)):
@@ -277,6 +279,19 @@ def check_fits(adapter: LoraAdapter, unet: nn.Module, backbone) -> None:
                 f"{adapter.label} was made for another model: layer {target} is {layer.in_features}->"
                 f"{layer.out_features} here but the adapter expects {a.shape[1]}->{b.shape[0]}"
             )
+
+
+def _own_placement(adapter: LoraAdapter, unet: nn.Module, backbone) -> str | None:
+    """The placement (a backbone setting such as Wan's "a"/"b"/"c") whose `adapter.kind` layers are exactly the
+    adapter's, or None. The one recorded in the adapter's training metadata is tried first."""
+    targets_of = getattr(backbone, "placement_targets", None)
+    if targets_of is None:
+        return None
+    recorded = adapter.training.get("placement")
+    names = [recorded] if recorded else []
+    names += [n for n in getattr(backbone, "placements", ()) if n != recorded]
+    got = set(adapter.targets)
+    return next((n for n in names if n in backbone.placements and set(targets_of(unet, adapter.kind, n)) == got), None)
 
 
 def add_adapter(unet: nn.Module, backbone, name: str, adapter: LoraAdapter) -> None:

@@ -216,6 +216,9 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .backbones.wan import SCHEDULERS as WAN_SCHEDULERS
+    from .sampling import SCHEDULERS as SAMPLER_NAMES
+
     from .training import RECIPES
 
     p = argparse.ArgumentParser(prog="python -m motion_lora", description=__doc__)
@@ -273,7 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, default=30)
     s.add_argument("--guidance", type=float, default=12.0)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--scheduler", default="ddim")
+    s.add_argument("--scheduler", default=None,
+                   help="default: the model's own (ddim for ZeroScope / ModelScope, unipc for Wan); "
+                        f"ZeroScope: {', '.join(SAMPLER_NAMES)}; Wan: {', '.join(WAN_SCHEDULERS)}")
     s.add_argument("--fps", type=float, default=8.0)
     s.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
     s.add_argument("--device", default="cpu")

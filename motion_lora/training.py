@@ -623,6 +623,8 @@ def _adapter(unet, name: str, kind: str, model, training: dict) -> LoraAdapter:
 
 def _adapters_now(unet, spatial_names, model, config, clips, appearance) -> dict[str, LoraAdapter]:
     settings = _run_settings(config, clips, appearance)
+    if getattr(model.backbone, "placement", None):  # where the LoRAs sit (Wan): read back by adapters.check_fits
+        settings["placement"] = model.backbone.placement
     out = {}
     if TEMPORAL in adapters.adapter_names(unet):
         out[TEMPORAL] = _adapter(unet, TEMPORAL, TEMPORAL, model, settings)

@@ -172,9 +172,16 @@ class Wan:
         return type(unet).__name__ == self.unet_class
 
     # --- where the LoRAs go -----------------------------------------------------------------------
-    def _targets(self, unet: nn.Module, kind: str) -> list[str]:
-        names = PLACEMENTS[self.placement][kind]
+    placements = tuple(PLACEMENTS)
+
+    def placement_targets(self, unet: nn.Module, kind: str, placement: str) -> list[str]:
+        """The `kind` path's layers under `placement` (any of `PLACEMENTS`, not only this backbone's own): a LoRA
+        trained with another placement still fits this model (`adapters.check_fits`)."""
+        names = PLACEMENTS[placement]["spatial" if kind == "spatial" else "temporal"]
         return [f"blocks.{i}.{n}" for i in range(len(unet.blocks)) for n in names]
+
+    def _targets(self, unet: nn.Module, kind: str) -> list[str]:
+        return self.placement_targets(unet, kind, self.placement)
 
     def spatial_targets(self, unet: nn.Module) -> list[str]:
         return self._targets(unet, "spatial")
