@@ -161,3 +161,37 @@ def input_dir() -> Path:
     if fp is not None:
         return Path(fp.get_input_directory())
     return Path.cwd()
+
+
+# --- ComfyUI's own model folders (Wan: diffusion_models, vae, loras) ---------------------------
+def model_file_names(folder: str, suffixes: tuple[str, ...] = (".safetensors", ".sft", ".pt", ".bin")) -> list[str]:
+    """The files ComfyUI lists for one of its model folders ("diffusion_models", "vae", "loras"), as its own
+    loader nodes show them; without ComfyUI, the files under `models/<folder>`."""
+    fp = _folder_paths()
+    if fp is not None:
+        return list(fp.get_filename_list(folder))
+    root = models_dir() / folder
+    if not root.is_dir():
+        return []
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.suffix in suffixes)
+
+
+def model_file_path(folder: str, name: str) -> Path:
+    """The full path of a file ComfyUI lists in `folder`; a clear error when it is not there."""
+    fp = _folder_paths()
+    path = fp.get_full_path(folder, name) if fp is not None else None
+    if path is None and fp is None and name and not Path(name).is_absolute() and ".." not in Path(name).parts:
+        candidate = models_dir() / folder / name
+        path = str(candidate) if candidate.is_file() else None
+    if path is None:
+        raise FileNotFoundError(f"{name!r} is not in ComfyUI's models/{folder} folder: put the file there and "
+                                "refresh the page (press R), then pick it from the list")
+    return Path(path)
+
+
+def comfy_loras_dir() -> Path:
+    """The first folder ComfyUI reads LoRAs from (models/loras): where files for core LoraLoaderModelOnly go."""
+    fp = _folder_paths()
+    if fp is not None:
+        return Path(fp.get_folder_paths("loras")[0])
+    return models_dir() / "loras"
