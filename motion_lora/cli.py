@@ -1,4 +1,4 @@
-"""Command line: `python -m motion_lora train | sample | demo | import-official | info`.
+"""Command line: `python -m motion_lora train | sample | demo | import-official | info | toyworld | metrics`.
 
 Everything the ComfyUI nodes do is reachable from here, so a script or a server
 without ComfyUI can train and apply motion LoRAs too.
@@ -211,6 +211,19 @@ def cmd_demo(args) -> int:
     return 0
 
 
+# --- the toy world ---------------------------------------------------------------------------------
+def cmd_toyworld(args) -> int:
+    from .toyworld import cli as toy_cli
+
+    return toy_cli.run(args)
+
+
+def cmd_metrics(args) -> int:
+    from .toyworld import cli as toy_cli
+
+    return toy_cli.metrics(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .training import RECIPES
 
@@ -290,6 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("info", help="print an adapter file's metadata")
     f.add_argument("file")
     f.set_defaults(func=cmd_info)
+
+    from .toyworld import cli as toy_cli
+
+    toy_cli.add_parsers(sub, cmd_toyworld, cmd_metrics)
     return p
 
 
