@@ -285,11 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", required=True, help=".mp4 or .gif")
     s.set_defaults(func=cmd_sample)
 
-    d = sub.add_parser("demo", help="train a motion LoRA on a sample clip with the tiny model and write a video")
+    d = sub.add_parser("demo", help="learn an unseen motion from one clip with the pretrained toy model, apply it "
+                                    "to another prompt, write the side by side and print the metrics")
     d.add_argument("--output", default="outputs/demo")
-    d.add_argument("--clip", help="video to learn the motion from (default: the shared sample clip if present, "
-                                  "else a generated one)")
-    d.add_argument("--steps", type=int, default=30)
+    d.add_argument("--clip", help="video to learn the motion from (default: a rendered zig-zag clip)")
+    d.add_argument("--steps", type=int, default=150)
     d.set_defaults(func=cmd_demo)
 
     i = sub.add_parser("import-official", help="convert an official MotionDirector checkpoint to our files")
