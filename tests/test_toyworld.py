@@ -110,3 +110,24 @@ def test_tokenizer_spells_world_words_as_single_tokens():
     assert all(len(tokenizer.tokenize(w)) == 1 for w in world_words())
     longest = "a yellow triangle moving in a zig-zag on a black background"
     assert len(tokenizer(longest).input_ids) <= tokenizer.model_max_length
+
+
+def test_cli_renders_and_scores(tmp_path, capsys):
+    import json
+
+    from motion_lora.cli import main
+
+    ref, other = tmp_path / "ref.gif", tmp_path / "still.mp4"
+    assert main(["toyworld", "render", "--motion", "zigzag", "--output", str(ref)]) == 0
+    assert main(["toyworld", "render", "--motion", "still", "--colour", "blue", "--output", str(other)]) == 0
+    capsys.readouterr()
+    prompt = "a red circle moving in a zig-zag on a gray background"
+    assert main(["metrics", str(ref), str(ref), "--prompt", prompt]) == 0
+    same = json.loads(capsys.readouterr().out)
+    assert same["motion_fidelity"] == pytest.approx(1.0) and same["prompt_fidelity"] == 1.0
+    assert main(["metrics", str(ref), str(other), "--prompt", prompt, "--training-prompt", prompt]) == 0
+    still = json.loads(capsys.readouterr().out)
+    assert still["motion_fidelity"] < 0.1 and still["prompt_fidelity"] < 1.0
+    assert main(["metrics", str(ref), str(tmp_path / "missing.gif"), "--prompt", prompt]) == 2
+    with pytest.raises(ValueError, match="same length"):
+        metrics.motion_fidelity(torch.zeros(8, 32, 32, 3), torch.zeros(1, 32, 32, 3))

@@ -137,8 +137,9 @@ def _as_track(clip) -> Track:
 def motion_fidelity(reference, generated) -> float:
     """Similarity of the two clips' displacement trajectories, in [-1, 1] (see the module docstring)."""
     ref, gen = _as_track(reference).displacements, _as_track(generated).displacements
-    n = min(len(ref), len(gen))
-    ref, gen = ref[:n], gen[:n]
+    if len(ref) != len(gen) or len(ref) == 0:
+        raise ValueError(f"motion fidelity compares clips of the same length (2 frames or more), got {len(ref) + 1} "
+                         f"and {len(gen) + 1} frames. (A GIF of a still clip may hold a single frame: use .mp4.)")
     energy = float((ref * ref).sum() + (gen * gen).sum())
     if energy < 1e-6:  # both still
         return 1.0
