@@ -219,7 +219,7 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=100, help="training steps, the same for every configuration")
     p.add_argument("--rank", type=int, default=16)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lr", type=float, default=5e-3)
     p.add_argument("--configs", nargs="+", default=CONFIGS, choices=CONFIGS)
     p.add_argument("--multi", action="store_true", help="also train on three clips of different objects")
     p.add_argument("--applications", action="store_true", help="also measure mixing and animating")

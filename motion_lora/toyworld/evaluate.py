@@ -13,17 +13,21 @@ import torch
 from . import metrics
 from .world import BACKGROUNDS, COLOURS, FRAMES, SEEN, SHAPES, SIZE, prompt_for
 
-SAMPLE_STEPS = 25
-GUIDANCE = 5.0
+SAMPLE_STEPS = 20
+GUIDANCE = 7.5
 
 
 def generate(model, prompt: str, seed: int = 0, adapters=None, steps: int = SAMPLE_STEPS, guidance: float = GUIDANCE,
              noise_prior: float = 0.0, reference: torch.Tensor | None = None) -> torch.Tensor:
-    """One clip `[F, 32, 32, 3]` of the toy world from `prompt`."""
+    """One clip `[F, 32, 32, 3]` of the toy world from `prompt`.
+
+    `adapters`: a list of (LoraAdapter, strength) to apply, or None to use the UNet as it is
+    (with whatever adapters a caller has switched on in it).
+    """
     from ..sampling import sample
 
     return sample(model, prompt, width=SIZE, height=SIZE, frames=FRAMES, steps=steps, guidance=guidance, seed=seed,
-                  adapters=list(adapters or []), noise_prior=noise_prior, reference=reference,
+                  adapters=None if adapters is None else list(adapters), noise_prior=noise_prior, reference=reference,
                   inversion_steps=steps)
 
 
