@@ -289,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "to another prompt, write the side by side and print the metrics")
     d.add_argument("--output", default="outputs/demo")
     d.add_argument("--clip", help="video to learn the motion from (default: a rendered zig-zag clip)")
-    d.add_argument("--steps", type=int, default=150)
+    d.add_argument("--steps", type=int, default=100)
     d.set_defaults(func=cmd_demo)
 
     i = sub.add_parser("import-official", help="convert an official MotionDirector checkpoint to our files")
