@@ -46,7 +46,7 @@ from motion_lora.toyworld.world import HELD_OUT, prompt_for, render  # noqa: E40
 TRAIN_OBJECTS = [("red", "square", "gray"), ("green", "triangle", "black"), ("yellow", "circle", "gray")]
 EVAL_OBJECTS = [("blue", "circle", "black"), ("yellow", "triangle", "black"), ("green", "circle", "gray")]
 CONFIGS = ["base", "plain", "temporal", "dual-b0", "md-b0.5", "md-b1", "md-b2"]
-PRIOR_CONFIGS = ["plain", "md-b1"]
+PRIOR_CONFIGS = ["base", "plain", "md-b1"]  # base+prior: what the noise prior alone carries
 NOISE_PRIOR = 0.5
 APPEARANCE = ("yellow", "triangle", "black")  # B, for mixing and animating
 
