@@ -1,7 +1,8 @@
 """Pretrain the toy model on the world's seen motions: first the VAE, then the UNet and text encoder.
 
-One seeded command (`python -m motion_lora toyworld pretrain`) reproduces the shipped weights
-(bit for bit on the same torch build and thread count). Clips are rendered on the fly, so
+One seeded command (`python -m motion_lora toyworld pretrain`) makes the shipped weights: every
+draw comes from the seed, so the same torch build and thread count should give them again (not
+checked bit for bit: one 40-minute run fit in the time). Clips are rendered on the fly, so
 the model never sees the same clip twice and never sees a held-out motion. The UNet is
 trained as ZeroScope was: epsilon prediction under ZeroScope's own noise schedule, with
 10 % empty prompts so classifier-free guidance works; the saved UNet is an exponential
