@@ -138,3 +138,17 @@ def test_open_model_takes_tiny_or_a_folder(tiny_model_dir):
     assert open_model(tiny_model_dir, dtype="fp32").source == str(tiny_model_dir)
     with pytest.raises(ModelLoadError, match="tinyish"):
         open_model(tiny_model_dir.parent / "tinyish")
+
+
+def test_a_prompt_over_the_tokenizer_limit_is_reported_once(tiny_model, caplog):
+    long = " ".join(["a red car drives along a winding mountain road"] * 20)
+    limit = tiny_model.tokenizer.model_max_length
+    with caplog.at_level("WARNING"):
+        tiny_model.encode_prompt(long)
+        tiny_model.encode_prompt([long, "a car"])
+    said = [r.getMessage() for r in caplog.records if "over the text encoder's limit" in r.getMessage()]
+    assert len(said) == 1 and f"limit of {limit}" in said[0], said
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        tiny_model.encode_prompt("a car")
+    assert not caplog.records

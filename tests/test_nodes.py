@@ -584,3 +584,14 @@ def test_train_widgets_override_the_recipe_only_when_set():
     assert chosen == {"steps": 7, "beta": 0.0, "temporal_lr": 1e-4, "train_temporal": False, "spatial_per_clip": True}
     config = TrainConfig.from_recipe("multi-video", **chosen)
     assert (config.steps, config.beta, config.train_temporal, config.checkpoint_every) == (7, 0.0, False, 100)
+
+
+def test_loss_plot_step_axis_has_distinct_whole_steps():
+    from comfyui_motiondirector_under_test.motion_lora.loss_plot import step_ticks
+
+    assert step_ticks(1, 4) == [1, 2, 3, 4]  # a short run: every step once (was 1, 2, 2, 3, 4)
+    assert step_ticks(1, 2) == [1, 2] and step_ticks(3, 3) == [3]
+    for first, last in ((1, 7), (1, 150), (1, 400), (51, 150)):
+        ticks = step_ticks(first, last)
+        assert ticks == sorted(set(ticks)) and len(ticks) <= 6 and ticks[0] >= first and ticks[-1] <= last
+    assert step_ticks(1, 150) == [1, 50, 100, 150]

@@ -208,8 +208,15 @@ def test_unsafe_or_foreign_content_is_refused(model, tmp_path):
     folder.mkdir(parents=True)
     evil = folder / "1_unet.pt"
     torch.save([NotATensor()], evil)
-    with pytest.raises(OfficialCheckpointError, match=r"1_unet\.pt holds a Python object \(.*NotATensor\) besides tensors"):
+    with pytest.raises(OfficialCheckpointError, match=r"1_unet\.pt holds Python objects other than tensors "
+                                                      r"\(.*NotATensor\), so it was refused for safety"):
         import_official(evil, model)
+    plain_pickle = tmp_path / "plain" / "temporal" / "lora" / "1_unet.pt"  # an old-style pickle, no zip
+    plain_pickle.parent.mkdir(parents=True)
+    plain_pickle.write_bytes(b"(i__builtin__\nobject\n.")
+    with pytest.raises(OfficialCheckpointError, match=r"objects other than tensors \(Unsupported operand.*refused "
+                                                      r"for safety"):
+        import_official(plain_pickle, model)
     as_dict = folder / "2_unet.pt"
     torch.save({"up": torch.zeros(2, 2)}, as_dict)
     with pytest.raises(OfficialCheckpointError, match="holds a dict, not the plain list"):
