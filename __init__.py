@@ -20,7 +20,7 @@ def _other_copy() -> str | None:
     """The folder of another copy of this pack that is already loaded, if any."""
     for name, module in list(sys.modules.items()):
         folder = getattr(module, "__dict__", {}).get(_MARK)  # never getattr: some modules make up any attribute
-        if isinstance(folder, str) and name != __name__ and os.path.realpath(folder) != os.path.realpath(_PACK_DIR):
+        if isinstance(folder, str) and name != __name__ and folder != _PACK_DIR:
             return folder
     return None
 

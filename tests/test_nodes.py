@@ -595,3 +595,53 @@ def test_loss_plot_step_axis_has_distinct_whole_steps():
         ticks = step_ticks(first, last)
         assert ticks == sorted(set(ticks)) and len(ticks) <= 6 and ticks[0] >= first and ticks[-1] <= last
     assert step_ticks(1, 150) == [1, 50, 100, 150]
+
+
+def test_save_lora_reports_where_it_wrote_and_load_lora_lists_finals_first(loaded, models_dir):
+    motion = random_adapter(loaded.model, "temporal")
+    (path,) = run("MotionDirectorSaveLora", lora=motion, name="zz_saved")
+    assert LAST_UI["MotionDirectorSaveLora"] == {"text": [f"saved to {path}"]}
+    run("MotionDirectorSaveLora", lora=motion, name="aa_run/checkpoint-000050/temporal")
+    run("MotionDirectorSaveLora", lora=motion, name="aa_run/motion")
+    names = spec_of("MotionDirectorLoadLora")["lora_name"][0]
+    assert names == ["aa_run/motion.safetensors", "zz_saved.safetensors",
+                     "aa_run/checkpoint-000050/temporal.safetensors"]
+
+
+def test_node_errors_name_a_module_not_a_file_path():
+    """ComfyUI shows `<module>.<class>`; inside custom_nodes the module would be the folder's full path."""
+    with pytest.raises(ValueError) as info:
+        run("MotionDirectorSaveLora", lora=object(), name="../out")
+    assert type(info.value).__module__ == "nodes.lora_folder" and type(info.value).__qualname__ == "LoraNameError"
+
+
+def test_sample_inputs_are_copied_once_and_never_over_a_users_file(tmp_path):
+    examples = sys.modules[f"{PACK_NAME}.nodes.examples"]
+    (tmp_path / "motiondirector_car_turn.mp4").write_bytes(b"the user's own")
+    copied = examples.copy_examples(tmp_path)
+    names = {p.relative_to(tmp_path).as_posix() for p in copied}
+    assert "motiondirector_terracotta_warrior.jpg" in names and "motiondirector_clips/car_turn.mp4" in names
+    assert "motiondirector_car_turn.mp4" not in names and "SOURCE.md" not in names
+    assert (tmp_path / "motiondirector_car_turn.mp4").read_bytes() == b"the user's own"
+    assert examples.copy_examples(tmp_path) == []  # nothing left to copy
+    assert examples.copy_examples() == []  # without ComfyUI: nothing is written anywhere
+
+
+def test_a_second_copy_of_the_pack_loads_no_nodes_and_names_both_folders(tmp_path):
+    copy = tmp_path / "MotionDirector-copy"
+    copy.symlink_to(ROOT, target_is_directory=True)
+    code = textwrap.dedent(f"""
+        import importlib.util, logging, sys
+        logging.basicConfig(level=logging.WARNING, format="%(message)s")
+        def load(name, folder):
+            spec = importlib.util.spec_from_file_location(name, folder + "/__init__.py", submodule_search_locations=[folder])
+            module = importlib.util.module_from_spec(spec); sys.modules[name] = module; spec.loader.exec_module(module)
+            return module
+        first = load("/a/custom_nodes/first", {str(ROOT)!r})
+        second = load("/b/custom_nodes/second", {str(copy)!r})
+        print(len(first.NODE_CLASS_MAPPINGS), len(second.NODE_CLASS_MAPPINGS), second.WEB_DIRECTORY)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/")
+    first, second, web = out.stdout.split()
+    assert int(first) == len(NODES) and int(second) == 0 and web == "None"
+    assert "installed twice" in out.stderr and str(ROOT) in out.stderr and str(copy) in out.stderr
