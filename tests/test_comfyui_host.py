@@ -44,7 +44,7 @@ pytestmark = pytest.mark.skipif(
 
 START_TIMEOUT = 120  # seconds until /object_info answers (a loaded 2-core box imports slowly)
 PROMPT_TIMEOUT = 240  # seconds for one workflow on the tiny model (about a minute alone; more on a busy box)
-MODULE_BUDGET = 480  # seconds for the whole module, server start included: a hang fails, it never stalls CI
+MODULE_BUDGET = 540  # seconds for the whole module, server start included: a hang fails, it never stalls CI
 _clock = {"start": 0.0}  # set when the server fixture starts
 
 
@@ -565,6 +565,8 @@ def test_two_copies_of_the_pack_never_mix_and_the_user_is_told(tmp_path):
 import asyncio, io, json, logging, sys
 sys.argv = ["main.py", "--cpu"]
 sys.path.insert(0, ".")
+import comfy.options
+comfy.options.enable_args_parsing()  # as main.py does, so --cpu counts
 log = io.StringIO()
 logging.basicConfig(stream=log, level=logging.INFO, force=True)
 import nodes
