@@ -17,13 +17,13 @@ app.registerExtension({
       if (!widget) {
         const box = document.createElement("textarea");
         box.readOnly = true;
-        box.rows = 2;
+        box.rows = 3;
         box.style.cssText = "width:100%;resize:none;font-size:11px;opacity:0.85;";
         widget = this.addDOMWidget(REPORT, "textarea", box, {
           serialize: false,
           getValue: () => box.value,
           setValue: (v) => { box.value = v; },
-          getMinHeight: () => 44,
+          getMinHeight: () => 60,
         });
         widget.serialize = false;
         const [w, h] = this.size;
