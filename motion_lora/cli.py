@@ -73,6 +73,7 @@ class _Progress:
 
 # --- train -----------------------------------------------------------------------------------------
 def cmd_train(args) -> int:
+    from . import run_folder
     from .data import load_clips
     from .training import TrainCallbacks, TrainConfig, TrainingCancelled, TrainingDiverged, train
 
@@ -82,6 +83,8 @@ def cmd_train(args) -> int:
     for key in ("model", "data", "output"):
         if not merged.get(key):
             raise SystemExit(f"train: --{key} is required (or set '{key}' in the config file)")
+    # an existing run is refused before reading clips, loading the model or drawing a progress bar
+    run_folder.prepare(merged["output"], bool(merged.get("resume")))
 
     config_names = {f.name for f in fields(TrainConfig)}
     overrides = {k: merged[k] for k in config_names if k in merged}

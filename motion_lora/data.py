@@ -18,6 +18,7 @@ when shrinking (antialiased), `INTER_LINEAR` when enlarging, the same rule for e
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ import numpy as np
 import torch
 
 from .video_io import VIDEO_EXTENSIONS, DataError, VideoReader, is_video_file
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "Clip",
@@ -226,7 +229,7 @@ def clip_from_frames(
     `fps` is the rate of the given frames (when known); the clip's fps is `fps / stride`. A single image
     (one frame) gives a 1-frame image clip whatever `num_frames` is. `width`/`height` None keep the
     frames' own size (then all frames must share it)."""
-    what = f"frames from {source}"
+    what = "the frame batch" if source in ("memory", "frames") else f"the frames of {source}"
     _check_sampling(num_frames, start, stride, None, what)
     _check_size(width, height, bucket, what)
     frame_list = _as_frame_list(frames, what)
@@ -327,6 +330,20 @@ def _folder_files(folder: Path, extensions: Sequence[str]) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in extensions and not p.name.startswith("."))
 
 
+def _accepted() -> str:
+    return f"videos ({' '.join(VIDEO_EXTENSIONS)}) or images ({' '.join(IMAGE_EXTENSIONS)})"
+
+
+def _report_skipped(folder: Path, used: Sequence[str]) -> None:
+    """Say which files of `folder` are not read (neither the kind in use nor a .txt caption), once per call."""
+    skipped = sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+                     and p.suffix.lower() not in (*used, ".txt"))
+    if skipped:
+        kind = "videos" if used is VIDEO_EXTENSIONS else "images"
+        logger.warning("%s: skipped %d file(s) that are not %s (%s): %s", folder, len(skipped), kind,
+                       " ".join(used), ", ".join(skipped))
+
+
 def _check_folder(folder) -> Path:
     folder = Path(folder)
     if not folder.exists():
@@ -342,8 +359,9 @@ def load_video_folder(folder, *, prompt: str = "", **options) -> list[Clip]:
     folder = _check_folder(folder)
     videos = _folder_files(folder, VIDEO_EXTENSIONS)
     if not videos:
-        raise DataError(f"no videos in {folder}; put .mp4/.mov/.avi/.mkv/.webm/.gif files there "
-                        "(or pass a folder of images for appearance training)")
+        raise DataError(f"no videos in {folder}; put video files there ({' '.join(VIDEO_EXTENSIONS)}), "
+                        "or pass a folder of images for appearance training")
+    _report_skipped(folder, VIDEO_EXTENSIONS)
     return [load_video(p, prompt=_caption(p, prompt), **options) for p in videos]
 
 
@@ -353,7 +371,8 @@ def load_image_folder(folder, *, prompt: str = "", width: int = 384, height: int
     folder = _check_folder(folder)
     images = _folder_files(folder, IMAGE_EXTENSIONS)
     if not images:
-        raise DataError(f"no images in {folder}; put {'/'.join(e[1:] for e in IMAGE_EXTENSIONS)} files there")
+        raise DataError(f"no images in {folder}; put image files there ({' '.join(IMAGE_EXTENSIONS)})")
+    _report_skipped(folder, IMAGE_EXTENSIONS)
     return [load_image(p, prompt=_caption(p, prompt), width=width, height=height, bucket=bucket) for p in images]
 
 
@@ -379,5 +398,8 @@ def load_clips(path, *, prompt: str = "", **options) -> list[Clip]:
         return load_video_folder(path, prompt=prompt, **options)
     if _folder_files(path, IMAGE_EXTENSIONS):
         return load_image_folder(path, prompt=prompt, **image_options)
-    raise DataError(f"{path} holds neither videos nor images; add video files (for motion) or images "
-                    "(for appearance), or pass the right folder")
+    found = sorted(p.name for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    raise DataError(f"{path} holds no {_accepted()}"
+                    + (f" (it holds {', '.join(found[:8])}{', ...' if len(found) > 8 else ''})" if found else
+                       " (it is empty)")
+                    + "; add videos (for motion) or images (for appearance), or pass the right folder")

@@ -8,6 +8,7 @@ clear message before touching a model.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from .adapters import KINDS, LoraAdapter
@@ -20,13 +21,37 @@ class LoraFileError(ValueError):
     """A file that is not a readable adapter of ours; the message names the file and the fix."""
 
 
+def _first_non_finite(tensors: dict) -> str | None:
+    """The name of the first tensor holding NaN or infinity, or None."""
+    import torch
+
+    return next((name for name, t in tensors.items() if not bool(torch.isfinite(t).all())), None)
+
+
+def _non_finite_error(what: str, layer: str) -> LoraFileError:
+    return LoraFileError(f"{what} holds NaN or infinite weights (first in {layer}): the training run that made "
+                         "it diverged. Such an adapter would only give black or noisy videos; retrain with a "
+                         "lower learning rate, or use the run's last good checkpoint")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save_adapter(adapter: LoraAdapter, path: str | Path, overwrite: bool = False) -> Path:
-    """Write `adapter` to `path` (`.safetensors`). Refuses to replace a file unless `overwrite`."""
+    """Write `adapter` to `path` (`.safetensors`). Refuses to replace a file unless `overwrite`, and never
+    writes non-finite weights. The file gets the permissions of any new file (0644 under the usual umask),
+    so other users of a shared models folder can read it."""
     from safetensors.torch import save_file
 
     path = Path(path)
     if path.suffix != ".safetensors":
         path = path.with_name(path.name + ".safetensors")
+    bad = _first_non_finite(adapter.tensors)
+    if bad is not None:
+        raise _non_finite_error(f"adapter {adapter.label!r} (not saved to {path})", bad)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; choose another name or allow overwriting")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,6 +69,7 @@ def save_adapter(adapter: LoraAdapter, path: str | Path, overwrite: bool = False
     tmp = path.with_name(path.name + ".tmp")
     tensors = file_layout(adapter)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    os.chmod(tmp, 0o666 & ~_umask())
     tmp.replace(path)  # a crash mid-write never leaves half a file under the real name
     return path
 
@@ -102,7 +128,11 @@ def load_adapter(path: str | Path) -> LoraAdapter:
 
     path = Path(path)
     meta = read_metadata(path)
-    tensors = adapter_layout(load_file(str(path)), meta.get("fingerprint", ""))
+    tensors = load_file(str(path))
+    bad = _first_non_finite(tensors)
+    if bad is not None:
+        raise _non_finite_error(f"{path}", bad)
+    tensors = adapter_layout(tensors, meta.get("fingerprint", ""))
     adapter = LoraAdapter(
         kind=meta["kind"],
         rank=int(meta["rank"]),

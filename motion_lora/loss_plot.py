@@ -44,6 +44,23 @@ def _label(value: float) -> str:
     return f"{value:.3g}"
 
 
+def step_ticks(first: int, last: int, most: int = 5) -> list[int]:
+    """Whole, distinct steps for the axis labels: every step of a short run, else a round stride (1, 2, 5, 10...)."""
+    span = max(1, last - first)
+    stride = 1
+    while span / stride > most - 1:
+        for factor in (2, 5 / 2, 2):  # 1, 2, 5, 10, 20, 50, ...
+            stride = round(stride * factor)
+            if span / stride <= most - 1:
+                break
+    start = -(-first // stride) * stride
+    ticks = set(range(start, last + 1, stride))
+    for end in (first, last):  # the run's own first and last step, unless a tick sits right beside it
+        if all(abs(end - t) * 2 >= stride for t in ticks):
+            ticks.add(end)
+    return sorted(ticks)
+
+
 def render_loss_plot(history: Sequence[dict], width: int = 768, height: int = 384,
                      title: str = "training loss") -> torch.Tensor:
     """The curves as a float image `[1, height, width, 3]` in 0..1 (ComfyUI's IMAGE layout)."""
@@ -80,11 +97,10 @@ def render_loss_plot(history: Sequence[dict], width: int = 768, height: int = 38
         _, y = xy(x0, value)
         draw.line([(left, y), (right, y)], fill=(230, 230, 230))
         draw.text((4, y - 6), _label(value), fill=(64, 64, 64))
-    for k in range(5):
-        step = x0 + (x1 - x0) * k / 4
+    for step in step_ticks(x0, x1):
         x, _ = xy(step, y0)
         draw.line([(x, top), (x, bottom)], fill=(230, 230, 230))
-        draw.text((x - 10, bottom + 6), str(round(step)), fill=(64, 64, 64))
+        draw.text((x - 10, bottom + 6), str(step), fill=(64, 64, 64))
     draw.rectangle([left, top, right, bottom], outline=(0, 0, 0))
     draw.text(((left + right) // 2 - 12, height - 16), "step", fill=(0, 0, 0))
 

@@ -7,6 +7,7 @@ A diffusers folder (`model_index.json`, `unet/`, `vae/`, `text_encoder/`,
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -16,7 +17,25 @@ from torch import nn
 
 from .backbones import Backbone, backbone_for, backbone_for_class
 
+logger = logging.getLogger(__name__)
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+_warned_prompts: set[tuple[int, str]] = set()
+
+
+def _warn_if_too_long(tokenizer, prompt: str) -> None:
+    """Say once per prompt that the text encoder only reads its first `model_max_length` tokens."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    if not prompt or not isinstance(limit, int) or limit <= 0 or limit > 100_000:
+        return
+    count = len(tokenizer(prompt, truncation=False).input_ids)
+    if count > limit and (limit, prompt) not in _warned_prompts:
+        _warned_prompts.add((limit, prompt))
+        kept = tokenizer.decode(tokenizer(prompt, truncation=True, max_length=limit).input_ids,
+                                skip_special_tokens=True)
+        logger.warning("the prompt is %d tokens long, over the text encoder's limit of %d: only its start is "
+                       "used (%r...); shorten it to keep the rest", count, limit, kept[-60:])
 
 
 class ModelLoadError(ValueError):
@@ -48,6 +67,8 @@ class VideoModel:
     def encode_prompt(self, prompts: str | Sequence[str]) -> torch.Tensor:
         if isinstance(prompts, str):
             prompts = [prompts]
+        for prompt in prompts:
+            _warn_if_too_long(self.tokenizer, prompt)
         return self.backbone.encode_prompt(self.tokenizer, self.text_encoder, prompts).to(self.device, self.dtype)
 
     def encode_frames(self, frames: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

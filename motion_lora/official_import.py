@@ -118,14 +118,20 @@ def read_official_list(path: str | Path) -> list[torch.Tensor]:
         # weights_only: tensors and plain containers only; never unpickle arbitrary objects
         content = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        if found:
+        text = str(e)
+        unsafe = re.search(r"(?:Unsupported global: GLOBAL|Trying to load unsupported GLOBAL|Unsupported operand)"
+                           r"\s*(\S*)", text)
+        if unsafe and "operand" in unsafe[0] and not _looks_like_a_pickle(path):
+            unsafe = None  # random bytes read as opcodes: a broken file, not a hostile one
+        if unsafe:
+            what = unsafe[1] if unsafe[1] and "operand" not in unsafe[0] else unsafe[0].strip()
             raise OfficialCheckpointError(
-                f"{path} holds a Python object ({found[1]}) besides tensors; it is never unpickled here. "
-                "An official MotionDirector LoRA file is a plain list of tensors: use a file from the official "
-                "trainer's checkpoint-N/<spatial|temporal>/lora folder"
+                f"{path} holds Python objects other than tensors ({what}), so it was refused "
+                "for safety and never unpickled. An official MotionDirector LoRA file is a plain list of tensors: "
+                "use a file from the official trainer's checkpoint-N/<spatial|temporal>/lora folder, from a source "
+                "you trust"
             ) from e
-        detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(e))
+        detail = re.search(r"WeightsUnpickler error:\s*(.+)", text)
         raise OfficialCheckpointError(
             f"{path} is not a readable PyTorch file ({detail[1].strip() if detail else 'unpickling failed'}); "
             "re-download or re-save it"
@@ -298,3 +304,9 @@ def _name(source: str | Path, kind: str, clip: int, clips: int) -> str:
             break
     label = f"{anchor} {kind}" if source else f"official {kind}"
     return f"{label} clip {clip}" if clips > 1 else label
+
+
+def _looks_like_a_pickle(path: Path) -> bool:
+    """A pickle starts with a protocol marker (protocol 2+) or, in protocol 0/1, a mark, list, dict or global."""
+    with open(path, "rb") as f:
+        return f.read(1) in (b"\x80", b"(", b"]", b"}", b"c")

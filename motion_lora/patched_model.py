@@ -48,7 +48,8 @@ class PatchedModel:
             raise TypeError(f"expected a LoRA adapter, got {type(adapter).__name__}")
         if adapter.kind != kind:
             raise AdapterMismatchError(
-                f"{adapter.label} is a {ROLE[adapter.kind]} ({adapter.kind}) LoRA, not a {ROLE[kind]} one: "
+                f"{adapter.label} is {_article(ROLE[adapter.kind])} {ROLE[adapter.kind]} ({adapter.kind}) LoRA, "
+                f"not {_article(ROLE[kind])} {ROLE[kind]} one: "
                 f"connect it to Apply {ROLE[adapter.kind].capitalize()} instead."
             )
         check_fits(adapter, self.model.unet, self.model.backbone)
@@ -58,3 +59,7 @@ class PatchedModel:
     def applied(self) -> list[tuple[LoraAdapter, float]]:
         """The adapters as `sampling.sample(adapters=...)` takes them."""
         return list(self.adapters)
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"

@@ -1,7 +1,7 @@
 """A tiny ZeroScope-shaped model built in code: for tests, the demo, and trying the pack without weights.
 
 Same architecture as the real thing (UNet3DConditionModel with cross-attention and
-temporal transformers, AutoencoderKL with 8x downsampling, CLIPTextModel, a CLIP BPE
+temporal transformers, AutoencoderKL (16x downsampling, for speed), CLIPTextModel, a CLIP BPE
 tokenizer), a few hundred thousand parameters each, random weights from a fixed seed.
 Nothing is downloaded: the tokenizer's vocabulary is generated here too.
 """
@@ -19,20 +19,23 @@ from .model import DTYPES, VideoModel
 
 TINY_NAME = "tiny (built-in test model, no weights)"
 
+# Sized so that the shipped workflows' own settings (384x384, 16 frames, 30 sampling steps) run on a CPU in
+# seconds per step: attention only below full latent resolution, and a 16x VAE (ZeroScope's is 8x; the
+# backbone reads the factor from the config) so a 384 px frame is a 24x24 latent.
 UNET_CONFIG = dict(
-    block_out_channels=(32, 64),
-    down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
-    up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
+    block_out_channels=(16, 32, 64),
+    down_block_types=("DownBlock3D", "CrossAttnDownBlock3D", "CrossAttnDownBlock3D"),
+    up_block_types=("CrossAttnUpBlock3D", "CrossAttnUpBlock3D", "UpBlock3D"),
     layers_per_block=1,
     cross_attention_dim=32,
     attention_head_dim=8,
-    norm_num_groups=8,
+    norm_num_groups=4,
     sample_size=8,
 )
 VAE_CONFIG = dict(
-    block_out_channels=(8, 16, 16, 16),  # four levels: 8x downsampling, as ZeroScope's VAE
-    down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4,
+    block_out_channels=(8, 8, 16, 16, 16),  # five levels: 16x downsampling
+    down_block_types=("DownEncoderBlock2D",) * 5,
+    up_block_types=("UpDecoderBlock2D",) * 5,
     layers_per_block=1,
     latent_channels=4,
     norm_num_groups=8,

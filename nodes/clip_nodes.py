@@ -104,7 +104,7 @@ class ClipFromFrames(_ClipsNode):
     def make(self, frames, prompt: str, num_frames: int = 16, start: int = 0, stride: int = 1, target_fps: float = 0.0,
              width: int = 384, height: int = 384, bucket: bool = False, video_fps: float | None = None,
              previous_clips=None):
-        from motion_lora.data import DataError, clip_from_frames, stride_for_fps
+        from ..motion_lora.data import DataError, clip_from_frames, stride_for_fps
 
         if target_fps > 0:
             if not video_fps:
@@ -134,7 +134,7 @@ class ClipsFromImages(_ClipsNode):
 
     def make(self, images, prompt: str, width: int = 384, height: int = 384, bucket: bool = False,
              previous_clips=None):
-        from motion_lora.data import clip_from_frames
+        from ..motion_lora.data import clip_from_frames
 
         clips = [clip_from_frames(images[i : i + 1], prompt=prompt, num_frames=1, width=width, height=height,
                                   bucket=bucket, source=f"image {i}") for i in range(images.shape[0])]
@@ -181,7 +181,7 @@ class ClipsFromPath(_ClipsNode):
     def load(self, path: str, prompt: str, num_frames: int = 16, start: int = 0, stride: int = 1,
              target_fps: float = 0.0, width: int = 384, height: int = 384, bucket: bool = False,
              previous_clips=None):
-        from motion_lora.data import DataError, load_clips
+        from ..motion_lora.data import DataError, load_clips
 
         if not path.strip():
             raise DataError("path is empty: type the path of a video, an image, or a folder of them")

@@ -13,6 +13,7 @@ from . import comfy
 
 ADAPTER_SUFFIX = ".safetensors"
 OFFICIAL_SUFFIXES = (".pt", ".pth")
+CHECKPOINT_PREFIX = "checkpoint-"  # = motion_lora.run_folder's checkpoint folders
 STATE_FILE = "training_state.pt"  # = motion_lora.run_folder.STATE_FILE (not imported: it pulls in torch)
 
 
@@ -35,13 +36,18 @@ def is_official_checkpoint(folder: Path) -> bool:
     return (folder / "temporal" / "lora").is_dir() or (folder / "spatial" / "lora").is_dir()
 
 
+def is_checkpoint_name(name: str) -> bool:
+    """A file inside a run's `checkpoint-N/` folder (an intermediate state, not a finished LoRA)."""
+    return any(part.startswith(CHECKPOINT_PREFIX) for part in name.split("/")[:-1])
+
+
 def list_adapters() -> list[str]:
-    """Every `.safetensors` under the registered folders (checkpoints of runs included)."""
+    """Every `.safetensors` under the registered folders: finished LoRAs first, then the runs' checkpoints."""
     names = set()
     for root in comfy.lora_folders():
         for folder, _, files in _walk(root):
             names.update(_name(root, folder / f) for f in files if f.endswith(ADAPTER_SUFFIX))
-    return sorted(names)
+    return sorted(names, key=lambda n: (is_checkpoint_name(n), n))
 
 
 def list_official() -> list[str]:
@@ -89,6 +95,29 @@ def save_path(name: str) -> Path:
     if not name.endswith(ADAPTER_SUFFIX):
         name += ADAPTER_SUFFIX
     return comfy.lora_folders()[0] / name
+
+
+def existing_run_dir(run_name: str) -> Path:
+    """The saved run `run_name` to resume, or a LoraNameError naming what exists."""
+    run_name = check_name(run_name, "run name")
+    for root in comfy.lora_folders():
+        if (root / run_name / "config.json").is_file():
+            return root / run_name
+    root = comfy.lora_folders()[0]
+    runs = sorted(p.parent.name for p in root.glob("*/config.json")) if root.is_dir() else []
+    raise LoraNameError(f"resume is on but there is no run {run_name!r} in {root} to continue"
+                        + (f" (runs there: {', '.join(runs)})" if runs else "")
+                        + ": set run_name to a saved run, or switch resume off to start a new one")
+
+
+def run_name_of(run_dir: Path) -> str:
+    """The run name that `existing_run_dir` turns back into `run_dir`."""
+    for root in comfy.lora_folders():
+        try:
+            return Path(run_dir).relative_to(root).as_posix()
+        except ValueError:
+            continue
+    return Path(run_dir).name
 
 
 def new_run_dir(run_name: str) -> Path:

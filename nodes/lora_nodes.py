@@ -34,15 +34,16 @@ class LoadLora(_LoraLoader):
     def INPUT_TYPES(cls):
         names = lora_folder.list_adapters() or ["(no LoRA in models/motion_director yet)"]
         return {"required": {"lora_name": (names, {
-            "tooltip": "A .safetensors adapter under models/motion_director (e.g. <run>/motion.safetensors). "
-                       "The list is re-read every time the page asks for it."})}}
+            "tooltip": "A .safetensors adapter under models/motion_director: first the finished LoRAs "
+                       "(<run>/motion.safetensors, Save LoRA's files), then every run's checkpoints "
+                       "(<run>/checkpoint-N/...). The list is re-read every time the page asks for it."})}}
 
     @classmethod
     def IS_CHANGED(cls, lora_name):
         return cls._stamp(lora_name)
 
     def load(self, lora_name: str):
-        from motion_lora.lora_file import load_adapter
+        from ..motion_lora.lora_file import load_adapter
 
         return (load_adapter(lora_folder.find(lora_name)),)
 
@@ -71,7 +72,7 @@ class LoadOfficialLora(_LoraLoader):
         return cls._stamp(checkpoint)
 
     def load(self, model, checkpoint: str, kind: str = "motion (temporal)", clip: int = 0):
-        from motion_lora.official_import import import_official
+        from ..motion_lora.official_import import import_official
 
         path = lora_folder.find(checkpoint)
         adapters = import_official(path, model.model, kind=OFFICIAL_KINDS[kind], clip=clip)
@@ -98,15 +99,16 @@ class SaveLora:
         }}
 
     def save(self, lora, name: str, overwrite: bool = False):
-        from motion_lora.lora_file import save_adapter
-        from motion_lora.patched_model import MissingLora
+        from ..motion_lora.lora_file import save_adapter
+        from ..motion_lora.patched_model import MissingLora
 
         if isinstance(lora, MissingLora):
             raise lora.error()
         path = lora_folder.save_path(name)
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} already exists: choose another name, or switch overwrite on to replace it")
-        return (str(save_adapter(lora, path, overwrite=overwrite)),)
+        written = save_adapter(lora, path, overwrite=overwrite)
+        return {"ui": {"text": [f"saved to {written}"]}, "result": (str(written),)}
 
 
 NODE_CLASS_MAPPINGS = {

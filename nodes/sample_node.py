@@ -17,7 +17,7 @@ class Sample:
 
     @classmethod
     def INPUT_TYPES(cls):
-        from motion_lora.sampling import DEFAULT_SCHEDULER, SCHEDULERS
+        from ..motion_lora.sampling import DEFAULT_SCHEDULER, SCHEDULERS
 
         return {
             "required": {
@@ -55,7 +55,7 @@ class Sample:
     def sample(self, model, prompt: str, negative_prompt: str = "", width: int = 384, height: int = 384,
                frames: int = 16, steps: int = 30, cfg: float = 12.0, seed: int = 0, scheduler: str = "ddim",
                noise_prior: float = 0.0, inversion_steps: int = 50, fps: float = 8.0, reference=None):
-        from motion_lora.sampling import SamplingCancelled, SamplingError, sample
+        from ..motion_lora.sampling import SamplingCancelled, SamplingError, sample
 
         if noise_prior > 0 and reference is None:
             raise SamplingError("noise_prior is above 0 but no reference frames are connected: connect the training "

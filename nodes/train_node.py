@@ -3,7 +3,9 @@
 A recipe sets MotionDirector's official settings; every widget left at -1 / "recipe"
 keeps the recipe's value, any other value overrides it. The run is saved under
 models/motion_director/<run name> (never over an existing run) and its LoRAs show up in
-Load LoRA at once. Cancel stops within one step and saves a checkpoint first.
+Load LoRA at once. Cancel stops within one step, saves a checkpoint first and ends the prompt
+the way ComfyUI's own Cancel does; `resume` continues that run (or a finished one, with more
+steps) from its last checkpoint instead of starting `<run name>_2`.
 
 There is deliberately no IS_CHANGED: ComfyUI's cache keys on the inputs, so re-queueing
 an unchanged graph reuses the trained LoRAs and changing any input trains again.
@@ -11,8 +13,9 @@ an unchanged graph reuses the trained LoRAs and changing any input trains again.
 
 from __future__ import annotations
 
-import gc
+import logging
 from dataclasses import replace
+from pathlib import Path
 
 from . import comfy, lora_folder
 from .common import CATEGORY, CLIPS, LORA, MODEL, SEED_MAX
@@ -24,7 +27,7 @@ CHECKPOINTING = ["all", "attention", "off"]  # TrainConfig.gradient_checkpointin
 
 
 def _recipe_names() -> list[str]:
-    from motion_lora.training import RECIPES
+    from ..motion_lora.training import RECIPES
 
     return list(RECIPES)
 
@@ -105,6 +108,10 @@ class Train:
                                            "instead of storing them: less GPU memory, slower steps. all: least "
                                            "memory (ZeroScope 384x384x16 in about 5.5 GB); attention: about 20% "
                                            "faster, about 12 GB; off: fastest, about 26 GB."}),
+                "resume": ("BOOLEAN", {"default": False, "tooltip": "On: continue the run saved as "
+                           "models/motion_director/<run name> from its last checkpoint (after a Cancel, or a "
+                           "finished run with more steps), with the same settings. Off: a new run (an existing "
+                           "name gets _2, _3, ...)."}),
             },
             "optional": {
                 "appearance": (CLIPS, {"tooltip": "Images or clips for the appearance LoRA instead of the motion "
@@ -117,12 +124,12 @@ class Train:
               train_spatial: str = RECIPE, train_temporal: str = RECIPE, spatial_per_clip: str = RECIPE,
               checkpoint_every: int = -1, validation_prompt: str = "", validation_every: int = 0,
               validation_steps: int = 20, seed: int = 0, mixed_precision: str = "auto",
-              gradient_checkpointing: str = "all", appearance=None):
+              gradient_checkpointing: str = "all", resume: bool = False, appearance=None):
         import torch
 
-        from motion_lora.loss_plot import render_loss_plot
-        from motion_lora.patched_model import MissingLora
-        from motion_lora.training import TrainCallbacks, TrainConfig, TrainingCancelled, train
+        from ..motion_lora.loss_plot import render_loss_plot
+        from ..motion_lora.patched_model import MissingLora
+        from ..motion_lora.training import TrainCallbacks, TrainConfig, TrainingCancelled, train
 
         if model.adapters:
             raise ValueError("Train got a model with LoRAs applied: connect Load Model's output straight to Train "
@@ -136,7 +143,7 @@ class Train:
         config = replace(config, seed=seed, validation_prompt=validation_prompt.strip(),
                          validation_steps=validation_steps, mixed_precision=mixed_precision,
                          gradient_checkpointing=False if gradient_checkpointing == "off" else gradient_checkpointing)
-        run_dir = lora_folder.new_run_dir(run_name)
+        run_dir = lora_folder.existing_run_dir(run_name) if resume else lora_folder.new_run_dir(run_name)
 
         progress = comfy.Progress(config.steps)
         callbacks = TrainCallbacks(
@@ -149,19 +156,26 @@ class Train:
             # ComfyUI runs nodes under inference mode; training needs autograd back.
             with torch.inference_mode(False), torch.enable_grad():
                 result = train(model.model, _fresh(clips), config, run_dir=run_dir, callbacks=callbacks,
-                               appearance=_fresh(appearance) if appearance else None)
-        except TrainingCancelled:
-            comfy.clear_interrupt()  # the message says where the checkpoint went; a new prompt starts clean
-            raise
+                               resume=resume, appearance=_fresh(appearance) if appearance else None)
+        except TrainingCancelled as e:
+            # Cancel is not a failure: log where the checkpoint went, then end the prompt as ComfyUI's Cancel does.
+            logging.warning("[MotionDirector] %s To continue it, queue again with resume on and run_name %r.",
+                            e, lora_folder.run_name_of(run_dir))
+            del e
+            comfy.release_memory()
+            comfy.raise_interrupted()
         finally:
-            gc.collect()
-            comfy.empty_cache()
+            comfy.release_memory()
 
+        run_dir = result.run_dir or run_dir
         motion = result.temporal or MissingLora("temporal", f"the run in {run_dir} did not train the motion path "
                                                 "(train_temporal off, or the images recipe)")
         look = result.spatial[0] if result.spatial else MissingLora(
             "spatial", f"the run in {run_dir} did not train the appearance path (train_spatial off)")
-        return (motion, look, render_loss_plot(result.history), str(result.run_dir or run_dir))
+        saved = ", ".join(p.name for p in sorted(Path(run_dir).glob("*.safetensors")))
+        text = f"run saved in {run_dir} (step {result.step}): {saved or 'no adapter'}"
+        return {"ui": {"text": [text]},
+                "result": (motion, look, render_loss_plot(result.history), str(run_dir))}
 
 
 NODE_CLASS_MAPPINGS = {"MotionDirectorTrain": Train}

@@ -99,9 +99,9 @@ class WanLoadModel:
     def load(self, diffusion_model: str, vae: str, placement: str = "b", dtype: str = "auto"):
         import torch
 
-        from motion_lora.backbones import Wan
-        from motion_lora.patched_model import PatchedModel
-        from motion_lora.wan_files import load_wan_files
+        from ..motion_lora.backbones import Wan
+        from ..motion_lora.patched_model import PatchedModel
+        from ..motion_lora.wan_files import load_wan_files
 
         device = comfy.torch_device()
         if dtype == "auto":
@@ -161,11 +161,11 @@ class WanTrain:
 
         from diffusers.pipelines.wan.pipeline_wan import prompt_clean
 
-        from motion_lora.backbones.wan import TextEmbeddings
-        from motion_lora.lora_file import save_adapter
-        from motion_lora.loss_plot import render_loss_plot
-        from motion_lora.patched_model import MissingLora
-        from motion_lora.training import TrainCallbacks, TrainConfig, TrainingCancelled, train
+        from ..motion_lora.backbones.wan import TextEmbeddings
+        from ..motion_lora.lora_file import save_adapter
+        from ..motion_lora.loss_plot import render_loss_plot
+        from ..motion_lora.patched_model import MissingLora
+        from ..motion_lora.training import TrainCallbacks, TrainConfig, TrainingCancelled, train
 
         text = getattr(model.model, "text_encoder", None)
         if not isinstance(text, TextEmbeddings):

@@ -123,7 +123,7 @@ def base_output(tiny_unet):
 
 # --- where the adapters go --------------------------------------------------------------------
 
-@pytest.mark.parametrize("layout, n_spatial, n_temporal", [("tiny", 24, 50), ("zeroscope", 96, 170)])
+@pytest.mark.parametrize("layout, n_spatial, n_temporal", [("tiny", 42, 80), ("zeroscope", 96, 170)])
 def test_targets_follow_the_official_rule(layout, n_spatial, n_temporal, tiny_unet):
     unet = tiny_unet if layout == "tiny" else meta_unet(**ZEROSCOPE_UNET_CONFIG)
     spatial, temporal = BACKBONE.spatial_targets(unet), BACKBONE.temporal_targets(unet)
@@ -354,7 +354,8 @@ def test_dropout_varies_in_train_mode_only(unet):
 def test_check_fits_refuses_another_model(unet):
     from motion_lora.tiny import UNET_CONFIG
 
-    same_names = random_adapter(meta_unet(**{**UNET_CONFIG, "block_out_channels": (48, 96)}), "temporal")
+    wider = tuple(c * 3 // 2 for c in UNET_CONFIG["block_out_channels"])
+    same_names = random_adapter(meta_unet(**{**UNET_CONFIG, "block_out_channels": wider}), "temporal")
     assert same_names.targets == BACKBONE.temporal_targets(unet)  # same layout, other widths
     with pytest.raises(AdapterMismatchError,
                        match=r"made for another model: layer .*temp_attentions.* is 32->32 here but the adapter expects 48->48"):

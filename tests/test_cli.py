@@ -58,7 +58,10 @@ def test_train_refuses_an_existing_run_folder(tmp_path, clip_file, capsys):
     (run / "motion.safetensors").write_bytes(b"precious")
     code = main(["train", "--model", "tiny", "--data", str(clip_file), "--output", str(run), "--steps", "1", *SMALL])
     assert code == 2
-    assert str(run) in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert str(run) in captured.err
+    assert "%|" not in captured.err + captured.out and "0/1" not in captured.err + captured.out, \
+        f"a progress bar was drawn before the refusal: {captured.err!r}"
     assert (run / "motion.safetensors").read_bytes() == b"precious"
 
 

@@ -238,9 +238,9 @@ def test_empty_folders(tmp_path):
     (tmp_path / "text" / "caption.txt").write_text("no media here")
     with pytest.raises(DataError, match="no images in .*text"):
         load_image_folder(tmp_path / "text")
-    with pytest.raises(DataError, match="no videos in .*text"):
+    with pytest.raises(DataError, match=r"no videos in .*text; put video files there \(\.mp4 \.mov"):
         load_video_folder(tmp_path / "text")
-    with pytest.raises(DataError, match="neither videos nor images"):
+    with pytest.raises(DataError, match=r"holds no videos \(\.mp4 .*\) or images \(\.jpg .*\) \(it holds caption\.txt\)"):
         load_clips(tmp_path / "text")
 
 
@@ -273,3 +273,23 @@ def test_bad_frames_in_memory():
         clip_from_frames(torch.rand(2, 32, 32, 3) * 255, num_frames=2, width=32, height=32)
     with pytest.raises(DataError, match="not multiples of 8"):
         clip_from_frames(torch.rand(2, 30, 30, 3), num_frames=2, width=None, height=None)
+
+
+def test_unsupported_files_in_a_folder_are_reported(tmp_path, caplog):
+    from PIL import Image
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    Image.new("RGB", (32, 32)).save(folder / "a.png")
+    Image.new("RGB", (32, 32)).save(folder / "b.tiff")
+    (folder / "a.txt").write_text("a caption")  # captions are expected, never reported
+    with caplog.at_level("WARNING"):
+        clips = load_clips(folder, width=32, height=32)
+    assert len(clips) == 1 and clips[0].prompt == "a caption"
+    assert "skipped 1 file(s) that are not images" in caplog.text and "b.tiff" in caplog.text
+    assert "a.txt" not in caplog.text
+
+
+def test_too_few_frames_in_memory_reads_plainly():
+    with pytest.raises(DataError, match=r"^the frame batch has only 2 frames, but 4 frames"):
+        clip_from_frames(torch.rand(2, 32, 32, 3), num_frames=4, width=32, height=32, source="frames")

@@ -55,12 +55,12 @@ def test_round_trip_keeps_tensors_and_metadata(model, tmp_path):
     assert all(torch.equal(loaded.tensors[k], v) for k, v in adapter.tensors.items())
     meta = read_metadata(path)
     assert meta["format"] == FORMAT and meta["format_version"] == str(FORMAT_VERSION)
-    assert (meta["kind"], meta["rank"], meta["target_count"]) == ("temporal", "4", "50")
+    assert (meta["kind"], meta["rank"], meta["target_count"]) == ("temporal", "4", "80")
     assert float(meta["alpha"]) == 8.0 and meta["fingerprint"] == model.fingerprint and meta["training"] == TRAINING
     spatial = random_adapter(model, "spatial", rank=2, seed=1)
     spatial.name = ""
     loaded = load_adapter(save_adapter(spatial, tmp_path / "look.safetensors"))
-    assert (loaded.kind, loaded.rank, len(loaded.targets), loaded.name) == ("spatial", 2, 24, "look")
+    assert (loaded.kind, loaded.rank, len(loaded.targets), loaded.name) == ("spatial", 2, 42, "look")
 
 
 def test_read_metadata_needs_no_model_and_no_tensors(model, tmp_path, monkeypatch):
@@ -132,8 +132,8 @@ def test_refuses_newer_format_unknown_kind_and_incomplete_files(model, tmp_path)
     odd = _rewrite_metadata(path, tmp_path / "odd.safetensors", kind="appearance")
     with pytest.raises(LoraFileError, match="unknown adapter kind 'appearance'"):
         load_adapter(odd)
-    short = _rewrite_metadata(path, tmp_path / "short.safetensors", target_count="51")
-    with pytest.raises(LoraFileError, match=r"short\.safetensors is incomplete: metadata lists 51 layers, the file holds 50"):
+    short = _rewrite_metadata(path, tmp_path / "short.safetensors", target_count="81")
+    with pytest.raises(LoraFileError, match=r"short\.safetensors is incomplete: metadata lists 81 layers, the file holds 80"):
         load_adapter(short)
 
 
@@ -161,3 +161,40 @@ def test_damaged_metadata_is_a_clear_error(tmp_path):
               metadata={"format": "motion_director_lora", "format_version": "one", "kind": "temporal"})
     with pytest.raises(LoraFileError, match="damaged.safetensors has damaged metadata"):
         read_metadata(path)
+
+
+def test_files_are_readable_by_others_like_any_new_file(model, tmp_path):
+    """0644 under the usual umask (an atomic temp file must not leave the 0600 of mkstemp-style files)."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = save_adapter(random_adapter(model), tmp_path / "shared" / "motion")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_non_finite_adapters_are_never_saved_nor_loaded(model, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    good = random_adapter(model)
+    broken = LoraAdapter(kind=good.kind, rank=good.rank, alpha=good.alpha, fingerprint=good.fingerprint,
+                         tensors={k: (v * float("nan") if i == 3 else v) for i, (k, v) in enumerate(good.tensors.items())},
+                         name="diverged")
+    with pytest.raises(LoraFileError, match=r"'diverged' \(not saved to .*nan\.safetensors\) holds NaN or infinite "
+                                            r"weights .*diverged.*lower learning rate"):
+        save_adapter(broken, tmp_path / "nan")
+    assert not (tmp_path / "nan.safetensors").exists()
+    # a file written by other means (an older version) is refused on load
+    path = save_adapter(good, tmp_path / "good")
+    tensors = load_file(str(path))
+    first = next(iter(tensors))
+    tensors[first] = torch.full_like(tensors[first], float("inf"))
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    save_file(tensors, str(tmp_path / "inf.safetensors"), metadata=meta)
+    with pytest.raises(LoraFileError, match=r"inf\.safetensors holds NaN or infinite weights \(first in "):
+        load_adapter(tmp_path / "inf.safetensors")

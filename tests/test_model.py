@@ -41,7 +41,7 @@ def test_tiny_model_has_the_real_architecture(tiny_model):
     assert ids[0] == tiny_model.tokenizer.bos_token_id and ids[-1] == tiny_model.tokenizer.eos_token_id
     frames = torch.rand(4, 64, 64, 3)
     latents = tiny_model.encode_frames(frames)
-    assert latents.shape == (1, 4, 4, 8, 8)  # 8x smaller, frames on axis 2, like ZeroScope
+    assert latents.shape == (1, 4, 4, 4, 4)  # 16x smaller (ZeroScope: 8x), frames on axis 2, like ZeroScope
     assert tiny_model.decode_latents(latents).shape == (4, 64, 64, 3)
 
 
@@ -119,7 +119,7 @@ def test_a_training_step_on_the_tiny_model_is_well_under_a_second(tiny_model):
     adapters.inject(unet, backbone, "temporal", "temporal", rank=8)
     adapters.set_strengths(unet, {"temporal": 1.0})
     adapters.set_trainable(unet, ["temporal"], True)
-    latents, text = torch.randn(1, 4, 8, 8, 8), tiny_model.encode_prompt("a car")
+    latents, text = torch.randn(1, 4, 8, 4, 4), tiny_model.encode_prompt("a car")  # 8 frames of 64x64 (16x VAE)
     timings = []
     for _ in range(3):
         start = time.perf_counter()
@@ -138,3 +138,17 @@ def test_open_model_takes_tiny_or_a_folder(tiny_model_dir):
     assert open_model(tiny_model_dir, dtype="fp32").source == str(tiny_model_dir)
     with pytest.raises(ModelLoadError, match="tinyish"):
         open_model(tiny_model_dir.parent / "tinyish")
+
+
+def test_a_prompt_over_the_tokenizer_limit_is_reported_once(tiny_model, caplog):
+    long = " ".join(["a red car drives along a winding mountain road"] * 20)
+    limit = tiny_model.tokenizer.model_max_length
+    with caplog.at_level("WARNING"):
+        tiny_model.encode_prompt(long)
+        tiny_model.encode_prompt([long, "a car"])
+    said = [r.getMessage() for r in caplog.records if "over the text encoder's limit" in r.getMessage()]
+    assert len(said) == 1 and f"limit of {limit}" in said[0], said
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        tiny_model.encode_prompt("a car")
+    assert not caplog.records

@@ -5,9 +5,12 @@ Apply nodes never change the handle they get, bad input gives clear errors, Canc
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import subprocess
 import sys
+import json
+import logging
 import textwrap
 import types
 from pathlib import Path
@@ -58,7 +61,19 @@ def run(node_id: str, **inputs):
         elif name not in inputs and isinstance(kind, list):
             inputs[name] = kind[0]
     with torch.inference_mode():
-        return getattr(cls(), cls.FUNCTION)(**inputs)
+        out = getattr(cls(), cls.FUNCTION)(**inputs)
+    if isinstance(out, dict):  # {"ui": shown on the node, "result": the outputs}, unwrapped as ComfyUI does
+        LAST_UI[node_id] = out.get("ui")
+        return out["result"]
+    return out
+
+
+LAST_UI: dict = {}  # node id -> the "ui" part of its last run
+
+
+def lib(module: str):
+    """A module of the pack's own library (`<pack>.motion_lora.<module>`): the one its nodes use."""
+    return importlib.import_module(f"{PACK_NAME}.motion_lora.{module}")
 
 
 def inference_frames(frames: int = 4, size: int = 64, seed: int = 0) -> torch.Tensor:
@@ -68,7 +83,7 @@ def inference_frames(frames: int = 4, size: int = 64, seed: int = 0) -> torch.Te
 
 def random_adapter(model, kind: str, rank: int = 4, scale: float = 0.5, seed: int = 0):
     """An adapter for the tiny model with weights large enough to change its output visibly."""
-    from motion_lora.adapters import LoraAdapter, targets_for
+    from comfyui_motiondirector_under_test.motion_lora.adapters import LoraAdapter, targets_for
 
     g = torch.Generator().manual_seed(seed)
     modules = dict(model.unet.named_modules())
@@ -141,9 +156,9 @@ def test_node_spec_is_valid(node_id):
 
 
 def test_combos_follow_the_library():
-    from motion_lora.sampling import SCHEDULERS
-    from motion_lora.tiny import TINY_NAME
-    from motion_lora.training import RECIPES
+    from comfyui_motiondirector_under_test.motion_lora.sampling import SCHEDULERS
+    from comfyui_motiondirector_under_test.motion_lora.tiny import TINY_NAME
+    from comfyui_motiondirector_under_test.motion_lora.training import RECIPES
 
     assert spec_of("MotionDirectorSample")["scheduler"][0] == list(SCHEDULERS)
     assert spec_of("MotionDirectorTrain")["recipe"][0] == list(RECIPES)
@@ -181,12 +196,24 @@ def test_load_model_lists_and_loads_diffusers_folders(models_dir, tiny_model_dir
     (models_dir / "diffusers").mkdir(parents=True)
     (models_dir / "diffusers" / "tiny_t2v").symlink_to(tiny_model_dir)
     (models_dir / "diffusers" / "not_a_model").mkdir()
-    names = spec_of("MotionDirectorLoadModel")["model_name"][0]
-    assert "tiny_t2v" in names and "not_a_model" not in names
+    image_model = models_dir / "diffusers" / "sd15"  # an SD 1.5 folder: an image model, explained, not offered
+    image_model.mkdir()
+    (image_model / "model_index.json").write_text(json.dumps(
+        {"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"]}))
+    names, options = spec_of("MotionDirectorLoadModel")["model_name"]
+    assert "tiny_t2v" in names and "not_a_model" not in names and "sd15" not in names
+    assert "sd15 (an image model (StableDiffusionPipeline, UNet2DConditionModel)" in options["tooltip"]
     (handle,) = run("MotionDirectorLoadModel", model_name="tiny_t2v", dtype="fp32")
     assert handle.model.source.endswith("tiny_t2v") and handle.adapters == ()
     assert not next(handle.model.unet.parameters()).is_inference()  # trainable later
-    with pytest.raises(ValueError, match="not found"):
+    # ComfyUI asks VALIDATE_INPUTS before running (instead of "Value not in list"): it says where the model goes
+    validate = NODES["MotionDirectorLoadModel"].VALIDATE_INPUTS
+    assert validate(model_name="tiny_t2v") is True and validate(model_name=spec_of(
+        "MotionDirectorLoadModel")["model_name"][0][-1]) is True
+    message = validate(model_name="zeroscope_v2_576w")
+    assert str(models_dir / "diffusers" / "zeroscope_v2_576w") in message and "cerspense/zeroscope_v2_576w" in message
+    assert "tiny" in message and "sd15: an image model" in message and "Installed: tiny_t2v" in message
+    with pytest.raises(ValueError, match="is not installed"):
         run("MotionDirectorLoadModel", model_name="zeroscope_v2_576w")
 
 
@@ -210,7 +237,7 @@ def test_clip_from_frames_chains_and_previews():
 
 
 def test_clips_from_images_and_path(tmp_path):
-    from motion_lora.video_io import write_video
+    from comfyui_motiondirector_under_test.motion_lora.video_io import write_video
 
     images = inference_frames(2, 64)
     clips, preview = run("MotionDirectorClipsFromImages", images=images, prompt="a red square", width=64, height=64)
@@ -260,7 +287,7 @@ def trained(loaded, tmp_path_factory):
 
 
 def test_train_outputs_both_loras_and_a_loss_curve(trained, loaded):
-    from motion_lora.adapters import LoraAdapter
+    from comfyui_motiondirector_under_test.motion_lora.adapters import LoraAdapter
 
     models, (motion, appearance, curve, run_folder) = trained
     assert isinstance(motion, LoraAdapter) and motion.kind == "temporal" and motion.rank == 4
@@ -283,7 +310,7 @@ def test_train_records_gradient_checkpointing(trained):
 @pytest.mark.parametrize("choice, value, policy", [("all", "all", "all"), ("attention", "attention", "attention"),
                                                    ("off", False, None)])
 def test_gradient_checkpointing_widget_reaches_train_config(choice, value, policy, loaded, models_dir, monkeypatch):
-    import motion_lora.training as training
+    from comfyui_motiondirector_under_test.motion_lora import training
 
     class Stop(Exception):
         pass
@@ -297,7 +324,7 @@ def test_gradient_checkpointing_widget_reaches_train_config(choice, value, polic
     monkeypatch.setattr(training, "train", fake_train)
     spec = spec_of("MotionDirectorTrain")["gradient_checkpointing"]
     assert spec[0] == ["all", "attention", "off"] and spec[1]["default"] == "all"
-    assert list(NODES["MotionDirectorTrain"].INPUT_TYPES()["required"])[-1] == "gradient_checkpointing"
+    assert list(NODES["MotionDirectorTrain"].INPUT_TYPES()["required"])[-2:] == ["gradient_checkpointing", "resume"]
     clips, _ = run("MotionDirectorClipsFromImages", images=inference_frames(1), prompt="a square", width=64, height=64)
     with pytest.raises(Stop):
         run("MotionDirectorTrain", model=loaded, clips=clips, recipe="images", steps=1, gradient_checkpointing=choice)
@@ -307,7 +334,7 @@ def test_gradient_checkpointing_widget_reaches_train_config(choice, value, polic
 
 
 def _lora_layers(handle):
-    from motion_lora.adapters import lora_layers
+    from comfyui_motiondirector_under_test.motion_lora.adapters import lora_layers
 
     return lora_layers(handle.model.unet)
 
@@ -364,7 +391,7 @@ def test_train_refuses_a_patched_model_and_bad_run_names(loaded, models_dir):
 
 
 def test_save_lora_stays_in_its_folder(trained, models_dir):
-    from motion_lora.lora_file import read_metadata
+    from comfyui_motiondirector_under_test.motion_lora.lora_file import read_metadata
 
     _, (motion, *_rest) = trained
     (path,) = run("MotionDirectorSaveLora", lora=motion, name="mine/dance")
@@ -379,10 +406,10 @@ def test_save_lora_stays_in_its_folder(trained, models_dir):
     run("MotionDirectorSaveLora", lora=motion, name="mine/dance", overwrite=True)
 
 
-def test_cancel_stops_training_and_saves_a_checkpoint(loaded, models_dir, monkeypatch):
+def test_cancel_stops_training_and_saves_a_checkpoint(loaded, models_dir, monkeypatch, caplog):
     """A stand-in for ComfyUI's interrupt flag and progress bar (whose hook raises on Cancel, as main.py's does):
     Cancel is pressed once step 1 is reported."""
-    state = {"interrupted": False, "unloaded": 0, "updates": []}
+    state = {"interrupted": False, "unloaded": 0, "updates": [], "cancel_at": 1}
 
     class ProgressBar:
         def __init__(self, total):
@@ -390,7 +417,7 @@ def test_cancel_stops_training_and_saves_a_checkpoint(loaded, models_dir, monkey
 
         def update_absolute(self, value, total=None, preview=None):
             state["updates"].append((value, total, preview))
-            if value >= 1:
+            if value >= state["cancel_at"]:
                 state["interrupted"] = True  # the user presses Cancel
             if state["interrupted"]:  # ComfyUI's progress hook raises then, and clears the flag
                 state["interrupted"] = False
@@ -412,25 +439,39 @@ def test_cancel_stops_training_and_saves_a_checkpoint(loaded, models_dir, monkey
     monkeypatch.setitem(sys.modules, "comfy.model_management", mm)
     monkeypatch.setitem(sys.modules, "comfy.utils", comfy_pkg.utils)
 
-    from motion_lora.training import TrainingCancelled
-
     clips, _ = run("MotionDirectorClipFromFrames", frames=inference_frames(4), prompt="", num_frames=4,
                    width=64, height=64)
-    import motion_lora.training
+    training = lib("training")
 
     preview_frames = synthetic_clip(4, 64, 64)
     # the validation sample itself is the trainer's to test; here only its way to the progress bar
-    monkeypatch.setattr(motion_lora.training, "_preview", lambda *args: preview_frames)
-    with pytest.raises(TrainingCancelled, match=r"cancelled at step 1, saved to .*checkpoint-000001") as info:
-        run("MotionDirectorTrain", model=loaded, clips=clips, run_name="stopped", steps=50, rank=4,
-            checkpoint_every=100, validation_prompt="a square", validation_every=1)
-    assert (info.value.checkpoint / "temporal.safetensors").is_file()
-    assert info.value.checkpoint.parent == models_dir / "motion_director" / "stopped"
+    monkeypatch.setattr(training, "_preview", lambda *args: preview_frames)
+    settings = dict(model=loaded, clips=clips, run_name="stopped", steps=50, rank=4, checkpoint_every=100,
+                    validation_prompt="a square", validation_every=1)
+    # Cancel ends the prompt as ComfyUI's own Cancel does (an interruption, not an error dialog) ...
+    with caplog.at_level(logging.WARNING), pytest.raises(mm.InterruptProcessingException):
+        run("MotionDirectorTrain", **settings)
+    checkpoint = models_dir / "motion_director" / "stopped" / "checkpoint-000001"
+    assert (checkpoint / "temporal.safetensors").is_file()
+    # ... and the console says where the checkpoint went and how to continue
+    logged = caplog.text
+    assert "cancelled at step 1" in logged and str(checkpoint) in logged and "resume" in logged
     assert state["unloaded"] == 1 and state["updates"][0] == (1, 50, None)
     kind, image, size = state["updates"][1][2]  # the validation sample as the progress bar's live preview
     assert kind == "JPEG" and image.size == (64, 64) and size == 512
     assert state["interrupted"] is False  # the flag is cleared: the next prompt starts clean
     assert not list(_lora_layers(loaded))
+
+    # resume continues that run from its checkpoint, in the same folder (not stopped_2)
+    state["cancel_at"] = 10**9
+    motion, _, _, run_folder = run("MotionDirectorTrain", **{**settings, "steps": 3, "validation_every": 0},
+                                   resume=True)
+    assert run_folder == str(checkpoint.parent) and not (checkpoint.parent.parent / "stopped_2").exists()
+    history = json.loads((checkpoint.parent / "history.json").read_text())
+    assert [h["step"] for h in history] == [1, 2, 3]
+    assert "step 3" in LAST_UI["MotionDirectorTrain"]["text"][0]
+    with pytest.raises(ValueError, match="no run 'never_ran'.*stopped"):
+        run("MotionDirectorTrain", **{**settings, "run_name": "never_ran"}, resume=True)
 
     # sampling stops too, the way ComfyUI's own samplers do
     state["interrupted"] = True
@@ -460,7 +501,7 @@ def test_apply_returns_new_handles_and_branches_sample_as_alone(loaded):
 
 
 def test_apply_refuses_wrong_path_and_wrong_model(loaded):
-    from motion_lora.adapters import LoraAdapter
+    from comfyui_motiondirector_under_test.motion_lora.adapters import LoraAdapter
 
     motion = random_adapter(loaded.model, "temporal")
     look = random_adapter(loaded.model, "spatial")
@@ -495,7 +536,7 @@ def test_sample_outputs_frames_and_fps_and_noise_prior(loaded):
 
 
 def test_load_official_checkpoint(loaded, models_dir):
-    from motion_lora.adapters import targets_for
+    from comfyui_motiondirector_under_test.motion_lora.adapters import targets_for
 
     motion = random_adapter(loaded.model, "temporal", seed=5)
     listed = []  # official order: [up_0, down_0, up_1, down_1, ...] in the target order
@@ -520,7 +561,7 @@ def test_load_official_checkpoint(loaded, models_dir):
 
 
 def test_loss_plot_draws_the_history():
-    from motion_lora.loss_plot import loss_series, render_loss_plot
+    from comfyui_motiondirector_under_test.motion_lora.loss_plot import loss_series, render_loss_plot
 
     flat = [{"step": i + 1, "loss_temporal": 1.0 / (i + 1), "loss_spatial": 0.5} for i in range(20)]
     nested = [{"step": i + 1, "losses": {"temporal": 0.2 + 0.01 * i}} for i in range(20)]
@@ -535,7 +576,7 @@ def test_loss_plot_draws_the_history():
 
 
 def test_train_widgets_override_the_recipe_only_when_set():
-    from motion_lora.training import TrainConfig
+    from comfyui_motiondirector_under_test.motion_lora.training import TrainConfig
 
     overrides = sys.modules[f"{PACK_NAME}.nodes.train_node"].overrides
     assert overrides(steps=-1, spatial_lr=-1.0, train_spatial="recipe", spatial_per_clip="recipe") == {}
@@ -543,3 +584,64 @@ def test_train_widgets_override_the_recipe_only_when_set():
     assert chosen == {"steps": 7, "beta": 0.0, "temporal_lr": 1e-4, "train_temporal": False, "spatial_per_clip": True}
     config = TrainConfig.from_recipe("multi-video", **chosen)
     assert (config.steps, config.beta, config.train_temporal, config.checkpoint_every) == (7, 0.0, False, 100)
+
+
+def test_loss_plot_step_axis_has_distinct_whole_steps():
+    from comfyui_motiondirector_under_test.motion_lora.loss_plot import step_ticks
+
+    assert step_ticks(1, 4) == [1, 2, 3, 4]  # a short run: every step once (was 1, 2, 2, 3, 4)
+    assert step_ticks(1, 2) == [1, 2] and step_ticks(3, 3) == [3]
+    for first, last in ((1, 7), (1, 150), (1, 400), (51, 150)):
+        ticks = step_ticks(first, last)
+        assert ticks == sorted(set(ticks)) and len(ticks) <= 6 and ticks[0] >= first and ticks[-1] <= last
+    assert step_ticks(1, 150) == [1, 50, 100, 150]
+
+
+def test_save_lora_reports_where_it_wrote_and_load_lora_lists_finals_first(loaded, models_dir):
+    motion = random_adapter(loaded.model, "temporal")
+    (path,) = run("MotionDirectorSaveLora", lora=motion, name="zz_saved")
+    assert LAST_UI["MotionDirectorSaveLora"] == {"text": [f"saved to {path}"]}
+    run("MotionDirectorSaveLora", lora=motion, name="aa_run/checkpoint-000050/temporal")
+    run("MotionDirectorSaveLora", lora=motion, name="aa_run/motion")
+    names = spec_of("MotionDirectorLoadLora")["lora_name"][0]
+    assert names == ["aa_run/motion.safetensors", "zz_saved.safetensors",
+                     "aa_run/checkpoint-000050/temporal.safetensors"]
+
+
+def test_node_errors_name_a_module_not_a_file_path():
+    """ComfyUI shows `<module>.<class>`; inside custom_nodes the module would be the folder's full path."""
+    with pytest.raises(ValueError) as info:
+        run("MotionDirectorSaveLora", lora=object(), name="../out")
+    assert type(info.value).__module__ == "nodes.lora_folder" and type(info.value).__qualname__ == "LoraNameError"
+
+
+def test_sample_inputs_are_copied_once_and_never_over_a_users_file(tmp_path):
+    examples = sys.modules[f"{PACK_NAME}.nodes.examples"]
+    (tmp_path / "motiondirector_car_turn.mp4").write_bytes(b"the user's own")
+    copied = examples.copy_examples(tmp_path)
+    names = {p.relative_to(tmp_path).as_posix() for p in copied}
+    assert "motiondirector_terracotta_warrior.jpg" in names and "motiondirector_clips/car_turn.mp4" in names
+    assert "motiondirector_car_turn.mp4" not in names and "SOURCE.md" not in names
+    assert (tmp_path / "motiondirector_car_turn.mp4").read_bytes() == b"the user's own"
+    assert examples.copy_examples(tmp_path) == []  # nothing left to copy
+    assert examples.copy_examples() == []  # without ComfyUI: nothing is written anywhere
+
+
+def test_a_second_copy_of_the_pack_loads_no_nodes_and_names_both_folders(tmp_path):
+    copy = tmp_path / "MotionDirector-copy"
+    copy.symlink_to(ROOT, target_is_directory=True)
+    code = textwrap.dedent(f"""
+        import importlib.util, logging, sys
+        logging.basicConfig(level=logging.WARNING, format="%(message)s")
+        def load(name, folder):
+            spec = importlib.util.spec_from_file_location(name, folder + "/__init__.py", submodule_search_locations=[folder])
+            module = importlib.util.module_from_spec(spec); sys.modules[name] = module; spec.loader.exec_module(module)
+            return module
+        first = load("/a/custom_nodes/first", {str(ROOT)!r})
+        second = load("/b/custom_nodes/second", {str(copy)!r})
+        print(len(first.NODE_CLASS_MAPPINGS), len(second.NODE_CLASS_MAPPINGS), second.WEB_DIRECTORY)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/")
+    first, second, web = out.stdout.split()
+    assert int(first) == len(NODES) and int(second) == 0 and web == "None"
+    assert "installed twice" in out.stderr and str(ROOT) in out.stderr and str(copy) in out.stderr

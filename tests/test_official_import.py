@@ -113,7 +113,7 @@ def test_checkpoint_folder_imports_both_paths_and_reproduces_by_hand_outputs(mod
     assert [a.kind for a in adapters] == ["spatial", "temporal"]
     sp, tm = adapters
     assert (sp.rank, sp.alpha, tm.rank, tm.alpha) == (RANK, RANK, RANK, RANK)  # official scale 1: alpha = rank
-    assert len(sp.targets) == 24 and len(tm.targets) == 50
+    assert len(sp.targets) == 42 and len(tm.targets) == 80
     assert sp.fingerprint == tm.fingerprint == model.fingerprint
     assert tm.training["source"] == "official MotionDirector" and tm.training["file"].endswith("150_unet.pt")
     assert "checkpoint-150" in tm.name
@@ -155,7 +155,7 @@ def test_kind_folder_lora_folder_and_single_file(model, tmp_path):
 def test_multi_clip_spatial_file_imports_the_chosen_clip(model, tmp_path):
     folder, spatial, _ = write_checkpoint(tmp_path, model.unet, spatial_clips=3)
     file = folder / "spatial" / "lora" / "150_unet.pt"
-    assert len(torch.load(file, weights_only=True)) == 3 * 24 * 2
+    assert len(torch.load(file, weights_only=True)) == 3 * 42 * 2
     for k in range(3):
         adapter = import_official_file(file, model, clip=k)
         assert adapter.training["clip"] == k and adapter.training["clips"] == 3 and f"clip {k}" in adapter.name
@@ -199,14 +199,14 @@ def test_wrong_count_is_refused_with_what_was_expected(model, tmp_path):
     folder, _, _ = write_checkpoint(tmp_path, model.unet)
     spatial_file = folder / "spatial" / "lora" / "150_unet.pt"
     temporal_file = folder / "temporal" / "lora" / "150_unet.pt"
-    with pytest.raises(OfficialCheckpointError, match=r"expected 100 tensors .* 50 temporal layers, found 48: is this a spatial file\?"):
+    with pytest.raises(OfficialCheckpointError, match=r"expected 160 tensors .* 80 temporal layers, found 84: is this a spatial file\?"):
         import_official_file(spatial_file, model, kind="temporal")
-    with pytest.raises(OfficialCheckpointError, match=r"expected 48 tensors .* 24 spatial layers, found 100: is this a temporal file\?"):
+    with pytest.raises(OfficialCheckpointError, match=r"expected 84 tensors .* 42 spatial layers, found 160: is this a temporal file\?"):
         import_official_file(temporal_file, model, kind="spatial")
     short = tmp_path / "short" / "temporal" / "1_unet.pt"
     short.parent.mkdir(parents=True)
     torch.save(torch.load(temporal_file, weights_only=True)[:-2], short)
-    with pytest.raises(OfficialCheckpointError, match=r"found 98: was it trained on another base model"):
+    with pytest.raises(OfficialCheckpointError, match=r"found 158: was it trained on another base model"):
         import_official(short.parent, model)
 
 
@@ -234,8 +234,15 @@ def test_unsafe_or_foreign_content_is_refused(model, tmp_path):
     folder.mkdir(parents=True)
     evil = folder / "1_unet.pt"
     torch.save([NotATensor()], evil)
-    with pytest.raises(OfficialCheckpointError, match=r"1_unet\.pt holds a Python object \(.*NotATensor\) besides tensors"):
+    with pytest.raises(OfficialCheckpointError, match=r"1_unet\.pt holds Python objects other than tensors "
+                                                      r"\(.*NotATensor\), so it was refused for safety"):
         import_official(evil, model)
+    plain_pickle = tmp_path / "plain" / "temporal" / "lora" / "1_unet.pt"  # an old-style pickle, no zip
+    plain_pickle.parent.mkdir(parents=True)
+    plain_pickle.write_bytes(b"(i__builtin__\nobject\n.")
+    with pytest.raises(OfficialCheckpointError, match=r"objects other than tensors \(Unsupported operand.*refused "
+                                                      r"for safety"):
+        import_official(plain_pickle, model)
     as_dict = folder / "2_unet.pt"
     torch.save({"up": torch.zeros(2, 2)}, as_dict)
     with pytest.raises(OfficialCheckpointError, match="holds a dict, not the plain list"):
@@ -272,7 +279,7 @@ def test_safetensors_variant_reads_in_numeric_order(model, tmp_path):
     with_text = {**named, "text_encoder:0:up": torch.zeros(2, RANK), "text_encoder:0:down": torch.zeros(RANK, 2)}
     save_file(with_text, str(folder / "100_unet.safetensors"))  # a UNet and a text-encoder LoRA in one file
     (adapter,) = import_official(folder.parent, model)
-    assert len(adapter.targets) == 50
+    assert len(adapter.targets) == 80
     save_file({"weird_key": torch.zeros(1)}, str(numbered / "unet.safetensors"))
     with pytest.raises(OfficialCheckpointError, match="not an official MotionDirector LoRA"):
         import_official(numbered, model)

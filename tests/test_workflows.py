@@ -26,7 +26,10 @@ CORE_NODES = {
     "SaveVideo": ({"video": ("VIDEO", True)}, ["filename_prefix", "format", "codec"], []),
     "LoadImage": ({}, ["image", "upload"], [("IMAGE", "IMAGE"), ("MASK", "MASK")]),
     "PreviewImage": ({"images": ("IMAGE", True)}, [], []),
+    "MarkdownNote": ({}, ["text"], []),  # frontend-only nodes: never sent to the server
+    "Reroute": ({"": ("*", True)}, [], [("", "*")]),
 }
+UI_ONLY = {"MarkdownNote", "Reroute"}
 CORE_RANGES = {("CreateVideo", "fps"): (1.0, 120.0)}
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
 SEED_CONTROLS = {"fixed", "increment", "decrement", "randomize"}
@@ -115,7 +118,7 @@ def test_workflow_is_consistent(path: Path):
         for slot, output in enumerate(node["outputs"]):
             for link_id in output["links"] or []:
                 assert links[link_id][1:3] == [node["id"], slot], f"{path.name}: link {link_id}"
-                assert links[link_id][5] == output["type"]
+                assert links[link_id][5] == output["type"] or node_type == "Reroute"
 
         # inputs: sockets of the node (or widgets turned into inputs), each link exists and ends here
         widget_names = [name for name, _ in widgets]
@@ -128,7 +131,8 @@ def test_workflow_is_consistent(path: Path):
                 link = links[entry["link"]]
                 assert link[3:5] == [node["id"], slot], f"{path.name}: link {entry['link']}"
                 source = nodes[link[1]]["outputs"][link[2]]
-                assert source["type"] == entry["type"] == link[5], f"{path.name}: link {entry['link']} types"
+                if node_type != "Reroute" and nodes[link[1]]["type"] != "Reroute":
+                    assert source["type"] == entry["type"] == link[5], f"{path.name}: link {entry['link']} types"
         connected = {e["name"] for e in node["inputs"] if e["link"] is not None}
         required = {name for name, (_, req) in sockets.items() if req}
         assert required <= connected, f"{path.name}: {node_type} lacks {required - connected}"
@@ -159,3 +163,51 @@ def test_saved_loras_the_workflows_load_are_the_ones_the_training_workflows_make
     loaded = {n["widgets_values"][0] for w in WORKFLOWS for n in _nodes_of(w.name, "MotionDirectorLoadLora")}
     assert loaded and all(name.split("/")[0] in run_names for name in loaded)
     assert {name.split("/")[1] for name in loaded} <= {"motion.safetensors", "appearance.safetensors"}
+
+
+def _box(node: dict) -> tuple[float, float, float, float]:
+    """The node's rectangle on the canvas, its title bar (drawn above `pos`) included."""
+    x, y = node["pos"]
+    w, h = node["size"]
+    return x, y - TITLE_HEIGHT, x + w, y + h
+
+
+TITLE_HEIGHT = 30  # the frontend's LiteGraph.NODE_TITLE_HEIGHT
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_workflow_reads_as_shipped(path: Path):
+    """A note says what to provide and how long it takes; no two nodes overlap; nothing sits below Train
+    where its live validation preview grows; it opens at a zoom where the frontend draws text (>= 0.58)."""
+    workflow = json.loads(path.read_text())
+    notes = [n for n in workflow["nodes"] if n["type"] == "MarkdownNote"]
+    assert len(notes) == 1, path.name
+    text = notes[0]["widgets_values"][0]
+    assert "H100" in text and "models/diffusers/zeroscope_v2_576w" in text and "tiny" in text, text
+    if any(n["type"] == "MotionDirectorLoadLora" for n in workflow["nodes"]):
+        assert "workflow 1" in text.lower(), f"{path.name} needs another workflow's LoRA but does not say so"
+    boxes = [(n["id"], n["type"], _box(n)) for n in workflow["nodes"]]
+    for i, (a, ta, (ax0, ay0, ax1, ay1)) in enumerate(boxes):
+        for b, tb, (bx0, by0, bx1, by1) in boxes[i + 1:]:
+            assert ax1 <= bx0 or bx1 <= ax0 or ay1 <= by0 or by1 <= ay0, f"{path.name}: {ta} {a} overlaps {tb} {b}"
+    for n in workflow["nodes"]:
+        if n["type"] == "MotionDirectorTrain":  # it grows by its report box, and by the live preview when on
+            room = 300 if n["widgets_values"][12] > 0 else 100
+            x0, _, x1, y1 = _box(n)
+            below = [m["type"] for m in workflow["nodes"] if m is not n and _box(m)[1] >= y1 and
+                     _box(m)[0] < x1 and _box(m)[2] > x0 and _box(m)[1] < y1 + room]
+            assert not below, f"{path.name}: {below} sit where Train's live preview grows"
+    assert workflow["extra"]["ds"]["scale"] >= 0.58
+    assert all(g["title"] for g in workflow.get("groups", []))
+
+
+def test_shipped_inputs_exist_in_the_pack():
+    """The files the workflows name ship in examples/ (copied into ComfyUI's input folder at load)."""
+    examples = ROOT / "examples"
+    for path in WORKFLOWS:
+        for n in json.loads(path.read_text())["nodes"]:
+            if n["type"] in ("LoadVideo", "LoadImage"):
+                assert (examples / n["widgets_values"][0]).is_file(), (path.name, n["widgets_values"][0])
+            if n["type"] == "MotionDirectorClipsFromPath":
+                assert (examples / n["widgets_values"][0]).is_dir(), (path.name, n["widgets_values"][0])
+    assert sum(p.stat().st_size for p in examples.rglob("*") if p.is_file()) < 400_000
