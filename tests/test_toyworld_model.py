@@ -10,15 +10,16 @@ from motion_lora.toyworld.model import TOY_NAME, WEIGHTS
 
 pytestmark = pytest.mark.skipif(not (WEIGHTS / "model_index.json").is_file(), reason="toy model weights not shipped")
 
-# Exactly bench/bench_ablation.py's "md-b1" row for seed 0 (one zig-zag clip, 100 steps, rank 16,
-# lr 5e-3, beta 1; three prompts with other objects, sample seed 1000, no noise prior: the noise prior
-# alone already carries the clip's motion, see README), against the uncustomised model on the same
-# prompts and seed. Measured gain in motion fidelity over seeds 0, 1, 2: +0.28, +0.00, +0.08 (mean
-# 0.12, sd 0.14): on the shipped, under-trained toy model the effect is NOT robust over seeds, so this
-# test pins seed 0 (deterministic on the CPU: +0.28) as a regression check of the whole path on real
-# weights; MARGIN leaves room for float differences between machines. A better-pretrained toy model
-# should let this become a seed-robust margin (README, "Toy world").
-MARGIN = 0.15
+# Margins set from measured spreads (toy model as shipped, one CPU thread):
+# - noise prior: mean motion fidelity over EVAL_OBJECTS, base vs noise prior 0.5, sample seeds 1000-1004 on
+#   zig-zag and circle: base -0.19..0.22, prior 0.45..0.91, smallest gap per seed 0.45 -> PRIOR_GAIN 0.3;
+# - customisation: the clip's flow-free denoising loss with the motion LoRA alone over the base's, after
+#   100 steps (the demo's settings), training seeds 0-2 on zig-zag and circle: 0.86..0.94 -> LOSS_RATIO 0.97.
+# Motion fidelity of the LoRA alone on other prompts is NOT tested: on this under-trained toy model it is
+# not above the base model's over seeds (README, "Toy world"), and a test pinned to a lucky seed proves
+# nothing.
+PRIOR_GAIN = 0.3
+LOSS_RATIO = 0.97
 EVAL_OBJECTS = [("blue", "circle", "black"), ("yellow", "triangle", "black"), ("green", "circle", "gray")]
 
 
@@ -42,20 +43,49 @@ def test_toy_model_is_zeroscope_shaped_small_and_loads_by_name(toy):
     assert open_model(TOY_NAME, dtype="fp32").source == toy.source
 
 
-def test_a_short_customisation_transfers_the_motion(toy):
-    from motion_lora.demo import SETTINGS
+def test_the_noise_prior_carries_a_held_out_motion_into_other_prompts(toy):
     from motion_lora.toyworld.evaluate import generate
     from motion_lora.toyworld.world import prompt_for, render
+
+    clip = render("red", "square", "zigzag", "gray", seed=0)
+    base, prior = [], []
+    for colour, shape, background in EVAL_OBJECTS:
+        prompt = prompt_for(colour, shape, "zigzag", background)
+        base.append(metrics.motion_fidelity(clip.frames, generate(toy, prompt, seed=1000)))
+        prior.append(metrics.motion_fidelity(
+            clip.frames, generate(toy, prompt, seed=1000, noise_prior=0.5, reference=clip.frames)))
+    base, prior = sum(base) / len(base), sum(prior) / len(prior)
+    assert prior > base + PRIOR_GAIN, (prior, base)
+
+
+@torch.no_grad()
+def _clip_loss(model, clip, adapters, draws: int = 16) -> float:
+    """The clip's denoising loss at fixed noise and timesteps, with exactly `adapters` applied."""
+    from motion_lora.adapters import applied
+    from motion_lora.losses import mse
+
+    objective = model.backbone.objective(model.scheduler_config)
+    latents = model.encode_frames(clip.frames, torch.Generator().manual_seed(0)).float()
+    text = model.encode_prompt(clip.prompt)
+    generator = torch.Generator().manual_seed(123)
+    total = 0.0
+    with applied(model.unet, model.backbone, adapters):
+        for _ in range(draws):
+            noise = torch.randn(latents.shape, generator=generator)
+            t = objective.sample_timesteps(1, generator)
+            pred = model.backbone.predict(model.unet, objective.add_noise(latents, noise, t), t, text)
+            total += float(mse(pred, objective.target(latents, noise, t)))
+    return total / draws
+
+
+def test_a_short_customisation_fits_the_held_out_motion_with_the_motion_lora_alone(toy):
+    from motion_lora.demo import SETTINGS
+    from motion_lora.toyworld.world import render
     from motion_lora.training import TrainConfig, train
 
     torch.set_num_threads(1)
-    clip = render("red", "square", "zigzag", "gray", seed=0)
+    clip = render("red", "square", "zigzag", "gray", seed=0).as_clip()
     config = TrainConfig.from_recipe("single-video", steps=100, checkpoint_every=0, seed=0, beta=1.0, **SETTINGS)
-    motion = train(toy, [clip.as_clip()], config).temporal
-    tuned, base = [], []
-    for colour, shape, background in EVAL_OBJECTS:
-        prompt = prompt_for(colour, shape, "zigzag", background)
-        tuned.append(metrics.motion_fidelity(clip.frames, generate(toy, prompt, seed=1000, adapters=[(motion, 1.0)])))
-        base.append(metrics.motion_fidelity(clip.frames, generate(toy, prompt, seed=1000)))
-    tuned, base = sum(tuned) / len(tuned), sum(base) / len(base)
-    assert tuned > base + MARGIN, (tuned, base)
+    motion = train(toy, [clip], config).temporal
+    base, tuned = _clip_loss(toy, clip, []), _clip_loss(toy, clip, [(motion, 1.0)])
+    assert tuned < LOSS_RATIO * base, (tuned, base)
