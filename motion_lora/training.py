@@ -694,8 +694,9 @@ def _restore(checkpoint: Path, run: _Run) -> tuple[int, list[dict]]:
     changed = [k for k in _RESUME_KEYS if k in previous and previous[k] != getattr(config, k)]
     if changed:
         raise run_folder.RunFolderError(
-            f"cannot resume {run_dir}: {', '.join(changed)} differ from the run being resumed "
-            f"({', '.join(f'{k}={previous[k]!r}' for k in changed)}). Use the same settings, or start a new run folder."
+            f"cannot resume {run_dir}: {' and '.join(changed)} {'differs' if len(changed) == 1 else 'differ'} from "
+            f"the run being resumed ({'; '.join(f'{k} {previous[k]!r} there, {getattr(config, k)!r} now' for k in changed)}). "
+            "Use the same settings, or start a new run folder."
         )
     found, state = run_folder.load_checkpoint(checkpoint)
     if set(found) != set(run.optimizers):
