@@ -1,4 +1,4 @@
-"""Command line: `python -m motion_lora train | sample | demo | import-official | info`.
+"""Command line: `python -m motion_lora train | sample | demo | import-official | info | toyworld | metrics`.
 
 Everything the ComfyUI nodes do is reachable from here, so a script or a server
 without ComfyUI can train and apply motion LoRAs too.
@@ -215,6 +215,19 @@ def cmd_demo(args) -> int:
     return 0
 
 
+# --- the toy world ---------------------------------------------------------------------------------
+def cmd_toyworld(args) -> int:
+    from .toyworld import cli as toy_cli
+
+    return toy_cli.run(args)
+
+
+def cmd_metrics(args) -> int:
+    from .toyworld import cli as toy_cli
+
+    return toy_cli.metrics(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .training import RECIPES
 
@@ -280,11 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", required=True, help=".mp4 or .gif")
     s.set_defaults(func=cmd_sample)
 
-    d = sub.add_parser("demo", help="train a motion LoRA on a sample clip with the tiny model and write a video")
+    d = sub.add_parser("demo", help="learn an unseen motion from one clip with the pretrained toy model, apply it "
+                                    "to another prompt, write the side by side and print the metrics")
     d.add_argument("--output", default="outputs/demo")
-    d.add_argument("--clip", help="video to learn the motion from (default: the shared sample clip if present, "
-                                  "else a generated one)")
-    d.add_argument("--steps", type=int, default=30)
+    d.add_argument("--clip", help="video to learn the motion from (default: a rendered zig-zag clip)")
+    d.add_argument("--steps", type=int, default=150)
     d.set_defaults(func=cmd_demo)
 
     i = sub.add_parser("import-official", help="convert an official MotionDirector checkpoint to our files")
@@ -298,6 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("info", help="print an adapter file's metadata")
     f.add_argument("file")
     f.set_defaults(func=cmd_info)
+
+    from .toyworld import cli as toy_cli
+
+    toy_cli.add_parsers(sub, cmd_toyworld, cmd_metrics)
     return p
 
 

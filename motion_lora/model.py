@@ -198,16 +198,20 @@ def _keep_fp32_parts(module: nn.Module, dtype: torch.dtype) -> None:
 
 
 def open_model(spec: str | Path, dtype: str | torch.dtype = "fp16", device: str | torch.device = "cpu") -> VideoModel:
-    """A diffusers folder, "tiny" (or the tiny model's display name) for the built-in test model, or "tiny-wan"
-    for the built-in tiny Wan.
+    """A diffusers folder, "tiny" for the built-in random test model, "tiny-wan" for the built-in random tiny
+    Wan, or "toyworld" for the pretrained toy model.
 
-    The one entry point for "which model did the user pick", shared by the CLI and the nodes.
+    The one entry point for "which model did the user pick", shared by the CLI and the nodes
+    (the display names of the built-in models work too).
     """
     from .tiny import TINY_NAME, build_tiny_model
     from .tiny_wan import TINY_WAN_NAME, build_tiny_wan
+    from .toyworld.model import TOY_NAME, load_toy_model
 
     if str(spec) in ("tiny", TINY_NAME) and not Path(spec).is_dir():
         return build_tiny_model(seed=0, dtype=dtype, device=device)
     if str(spec) in ("tiny-wan", TINY_WAN_NAME) and not Path(spec).is_dir():
         return build_tiny_wan(seed=0, dtype=dtype, device=device)
+    if str(spec) in ("toyworld", TOY_NAME) and not Path(spec).is_dir():
+        return load_toy_model(dtype=dtype, device=device)
     return load_model(spec, dtype=dtype, device=device)

@@ -8,6 +8,8 @@ from . import comfy
 from .common import CATEGORY, MODEL
 
 TINY_NAME = "tiny (built-in test model, no weights)"  # = motion_lora.tiny.TINY_NAME, without importing torch here
+TOY_NAME = "toyworld (pretrained toy model, 32x32, 8 frames)"  # = motion_lora.toyworld.model.TOY_NAME
+BUILT_IN = (TOY_NAME, TINY_NAME)
 DTYPES = ["auto", "fp16", "bf16", "fp32"]
 
 
@@ -52,9 +54,11 @@ class LoadModel:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model_name": (video_model_names() + [TINY_NAME], {
+                "model_name": (video_model_names() + list(BUILT_IN), {
                     "tooltip": "A folder under models/diffusers holding model_index.json with a UNet3D "
-                               "(e.g. zeroscope_v2_576w), or the tiny built-in model (random weights, for tests)."}),
+                               "(e.g. zeroscope_v2_576w); or a built-in model: the toy-world model (pretrained on "
+                               "moving shapes, 32x32, for trying motion LoRAs in seconds) or the tiny one (random "
+                               "weights, for tests)."}),
                 "dtype": (DTYPES, {"default": "auto",
                                    "tooltip": "Weight precision. auto: fp16 on a GPU, fp32 on the CPU."}),
             }
@@ -73,7 +77,7 @@ class LoadModel:
         from motion_lora.model import open_model
 
         with torch.inference_mode(False):
-            spec = model_name if model_name == TINY_NAME else find_model_folder(model_name)
+            spec = model_name if model_name in BUILT_IN else find_model_folder(model_name)
             model = open_model(spec, dtype=dtype, device=device)
         return (PatchedModel(model),)
 

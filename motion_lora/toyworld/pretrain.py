@@ -1,0 +1,148 @@
+"""Pretrain the toy model on the world's seen motions: first the VAE, then the UNet and text encoder.
+
+One seeded command (`python -m motion_lora toyworld pretrain`) reproduces the shipped weights
+(bit for bit on the same torch build and thread count). Clips are rendered on the fly, so
+the model never sees the same clip twice and never sees a held-out motion. The UNet is
+trained as ZeroScope was: epsilon prediction under ZeroScope's own noise schedule, with
+10 % empty prompts so classifier-free guidance works; the saved UNet is an exponential
+moving average of the trained one, which samples much better after a short run.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .model import WEIGHTS, build_toy_model
+from .world import SEEN, random_clip
+
+
+@dataclass
+class PretrainConfig:
+    vae_steps: int = 600
+    vae_batch: int = 32  # frames
+    vae_lr: float = 2e-3
+    unet_steps: int = 1600
+    batch: int = 8  # clips
+    lr: float = 2e-3
+    empty_prompt_prob: float = 0.1
+    ema: float = 0.995
+    seed: int = 0
+    save_every: int = 200
+
+
+def _log(path: Path | None, text: str) -> None:
+    print(text, flush=True)
+    if path is not None:
+        with path.open("a") as f:
+            f.write(text + "\n")
+
+
+def train_vae(model, config: PretrainConfig, rng: random.Random, log: Path | None) -> None:
+    """Reconstruction (L1 + MSE) with a tiny KL term, on single frames of seen clips; then set scaling_factor."""
+    vae = model.vae.train().requires_grad_(True)
+    opt = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.vae_lr, total_steps=max(1, config.vae_steps), pct_start=0.1)
+    start = time.time()
+    for step in range(1, config.vae_steps + 1):
+        x = torch.stack([random_clip(rng).frames[rng.randrange(8)] for _ in range(config.vae_batch)])
+        x = x.permute(0, 3, 1, 2) * 2 - 1
+        dist = vae.encode(x).latent_dist
+        recon = vae.decode(dist.sample()).sample
+        loss = F.l1_loss(recon, x) + F.mse_loss(recon, x) + 1e-6 * dist.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 50 == 0 or step == config.vae_steps:
+            _log(log, f"vae step {step}/{config.vae_steps} loss {loss.item():.4f} ({time.time() - start:.0f} s)")
+    vae.eval().requires_grad_(False)
+    with torch.no_grad():
+        x = torch.stack([random_clip(rng).frames[0] for _ in range(256)]).permute(0, 3, 1, 2) * 2 - 1
+        std = vae.encode(x).latent_dist.mean.std().item()
+    vae.register_to_config(scaling_factor=round(1.0 / std, 5))
+    _log(log, f"vae scaling_factor {vae.config.scaling_factor}")
+
+
+def train_unet(model, config: PretrainConfig, rng: random.Random, log: Path | None, output: Path) -> None:
+    """Denoising on whole seen clips, UNet and text encoder together; the EMA of both is what gets saved."""
+    from diffusers import DDPMScheduler
+
+    from ..losses import diffusion_target
+
+    unet, text_encoder, vae, backbone = model.unet, model.text_encoder, model.vae, model.backbone
+    scheduler = DDPMScheduler.from_config(model.scheduler_config)
+    for part in (unet, text_encoder):
+        part.train().requires_grad_(True)
+    ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()
+    for part in (ema_unet, ema_text):
+        part.requires_grad_(False)
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=max(1, config.unet_steps), pct_start=0.05)
+    generator = torch.Generator().manual_seed(config.seed)
+    start, running = time.time(), None
+    for step in range(1, config.unet_steps + 1):
+        clips = [random_clip(rng, tuple(SEEN)) for _ in range(config.batch)]
+        prompts = ["" if rng.random() < config.empty_prompt_prob else c.prompt for c in clips]
+        with torch.no_grad():
+            latents = torch.cat([backbone.frames_to_latents(vae, c.frames, generator) for c in clips])
+        ids = model.tokenizer(prompts, padding="max_length", max_length=model.tokenizer.model_max_length,
+                              truncation=True, return_tensors="pt").input_ids
+        text = text_encoder(ids)[0]
+        noise = torch.randn(latents.shape, generator=generator)
+        t = torch.randint(scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator)
+        noisy = scheduler.add_noise(latents, noise, t)
+        pred = backbone.predict(unet, noisy, t, text)
+        loss = F.mse_loss(pred, diffusion_target(scheduler, latents, noise, t))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        decay = min(config.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for ema, live in ((ema_unet, unet), (ema_text, text_encoder)):
+                for e, p in zip(ema.parameters(), live.parameters()):
+                    e.lerp_(p, 1 - decay)
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if step % 25 == 0 or step == config.unet_steps:
+            elapsed = time.time() - start
+            _log(log, f"unet step {step}/{config.unet_steps} loss {running:.4f} ({elapsed:.0f} s, "
+                      f"{elapsed / step:.2f} s/step)")
+        if step % config.save_every == 0 or step == config.unet_steps:
+            _save(model, ema_unet, ema_text, output, config, step)
+    for part in (unet, text_encoder):
+        part.eval().requires_grad_(False)
+
+
+def _save(model, ema_unet, ema_text, output: Path, config: PretrainConfig, step: int) -> None:
+    from ..model import VideoModel
+
+    saved = VideoModel(ema_unet, model.vae, ema_text, model.tokenizer, model.scheduler_config, model.backbone,
+                       "toyworld")
+    saved.save(output)
+    (output / "pretrain.json").write_text(json.dumps({**asdict(config), "step": step}, indent=2))
+
+
+def pretrain(output: str | Path = WEIGHTS, config: PretrainConfig | None = None, log: str | Path | None = None,
+             threads: int | None = None) -> Path:
+    """Train the toy model from scratch and write it as a diffusers folder at `output`."""
+    config = config or PretrainConfig()
+    output, log = Path(output), (Path(log) if log else None)
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    model = build_toy_model(seed=config.seed)
+    _log(log, f"pretraining the toy model into {output}: {config}")
+    train_vae(model, config, rng, log)
+    train_unet(model, config, rng, log, output)
+    return output

@@ -1,0 +1,133 @@
+"""The toy world renders exactly, and its metrics separate a copy from a still, a reversed or a recoloured clip."""
+
+import pytest
+import torch
+
+from motion_lora.toyworld import metrics
+from motion_lora.toyworld.world import BACKGROUNDS, COLOURS, HELD_OUT, MOTIONS, SEEN, SHAPES, offsets, render
+
+
+def test_rendering_is_exact_and_seeded():
+    a, b = render("red", "circle", "zigzag", "gray", seed=3), render("red", "circle", "zigzag", "gray", seed=3)
+    assert torch.equal(a.frames, b.frames) and torch.equal(a.centres, b.centres)
+    assert not torch.equal(a.frames, render("red", "circle", "zigzag", "gray", seed=4).frames)
+    assert a.frames.shape == (8, 32, 32, 3)
+    assert a.prompt == "a red circle moving in a zig-zag on a gray background"
+    assert set(SEEN).isdisjoint(HELD_OUT)
+
+
+@pytest.mark.parametrize("motion", list(MOTIONS))
+def test_objects_stay_inside_the_frame(motion):
+    for seed in range(5):
+        clip = render("blue", "triangle", motion, "black", seed=seed)
+        assert (clip.centres >= 4.5).all() and (clip.centres <= 32 - 4.5).all()
+        assert torch.allclose(clip.centres - clip.centres[0], offsets(motion), atol=1e-4)
+
+
+def test_unknown_attributes_are_named():
+    with pytest.raises(ValueError, match="unknown colour 'purple'"):
+        render("purple", "circle", "left", "gray")
+    with pytest.raises(ValueError, match="unknown motion"):
+        offsets("spiral")
+
+
+def test_tracking_recovers_the_ground_truth():
+    for colour in COLOURS:
+        for shape in SHAPES:
+            for background in BACKGROUNDS:
+                clip = render(colour, shape, "circle", background, seed=1)
+                t = metrics.track(clip.frames)
+                assert (t.colour, t.shape, t.background) == (colour, shape, background)
+                # displacements are exact up to pixel aliasing
+                assert (t.displacements - (clip.centres[1:] - clip.centres[:-1])).abs().max() < 1.0
+    for motion in SEEN:
+        assert metrics.track(render("red", "square", motion, "gray", seed=2).frames).motion == motion
+
+
+@pytest.mark.parametrize("motion", list(HELD_OUT) + ["left", "up"])
+def test_motion_fidelity_separates_copy_still_and_reversed(motion):
+    ref = render("red", "circle", motion, "gray", seed=0)
+    other_object = render("green", "square", motion, "black", seed=7)  # same motion, other look and start
+    still = render("red", "circle", "still", "gray", seed=0)
+    assert metrics.motion_fidelity(ref.frames, ref.frames) == pytest.approx(1.0)
+    assert metrics.motion_fidelity(ref.frames, other_object.frames) > 0.95
+    assert metrics.motion_fidelity(ref.frames, still.frames) == pytest.approx(0.0, abs=1e-6)
+    reversed_motion = ref.frames.flip(0)  # time reversed: every displacement negated (and reordered)
+    if motion not in ("bounce", "circle", "speedup"):  # symmetric or order-dependent paths: checked below
+        assert metrics.motion_fidelity(ref.frames, reversed_motion) < -0.95
+    mirrored = ref.frames.flip(2)  # left-right mirror: horizontal displacements negated
+    if motion in ("left", "speedup"):  # horizontal motions: the mirror image moves the other way
+        assert metrics.motion_fidelity(ref.frames, mirrored) < -0.95
+
+
+def test_other_motions_score_lower_than_the_same_motion():
+    ref = render("red", "circle", "zigzag", "gray", seed=0)
+    same = metrics.motion_fidelity(ref.frames, render("blue", "triangle", "zigzag", "black", seed=5).frames)
+    for motion in MOTIONS:
+        if motion != "zigzag":
+            other = metrics.motion_fidelity(ref.frames, render("blue", "triangle", motion, "black", seed=5).frames)
+            assert other < same - 0.2, motion
+
+
+def test_prompt_fidelity_and_leakage():
+    clip = render("red", "circle", "left", "gray", seed=0)
+    right = "a red circle moving left on a gray background"
+    assert metrics.prompt_fidelity(clip.frames, right) == {"colour": 1.0, "shape": 1.0, "background": 1.0,
+                                                           "score": 1.0}
+    wrong_colour = metrics.prompt_fidelity(clip.frames, "a blue circle moving left on a gray background")
+    assert wrong_colour["colour"] == 0.0 and wrong_colour["score"] == pytest.approx(2 / 3)
+    # trained on the red circle on gray, asked for a blue square on black
+    asked = "a blue square moving left on a black background"
+    assert metrics.leakage(clip.frames, asked, right) == 1.0  # the red circle on gray came out: all leaked
+    assert metrics.leakage(render("blue", "square", "left", "black").frames, asked, right) == 0.0
+    assert metrics.leakage(clip.frames, right, right) is None  # nothing asked differently: nothing can leak
+    half = render("blue", "circle", "left", "black").frames  # the circle leaked, colour and background did not
+    assert metrics.leakage(half, asked, right) == pytest.approx(1 / 3)
+
+
+def test_temporal_consistency():
+    clip = render("yellow", "triangle", "bounce", "black", seed=0)
+    assert metrics.temporal_consistency(clip.frames) == 1.0
+    flicker = clip.frames.clone()
+    flicker[1::2] = render("yellow", "triangle", "bounce", "black", seed=0).frames[0, 0, 0]  # object gone
+    assert metrics.temporal_consistency(flicker) <= 0.5
+    changing = torch.cat([clip.frames[:4], render("red", "square", "bounce", "black", seed=0).frames[4:]])
+    assert metrics.temporal_consistency(changing) <= 0.5
+
+
+def test_score_and_bad_input():
+    clip = render("red", "circle", "zigzag", "gray", seed=0)
+    s = metrics.score(clip.frames, clip.frames, clip.prompt, clip.prompt)
+    assert s["motion_fidelity"] == pytest.approx(1.0) and s["prompt_fidelity"] == 1.0 and s["leakage"] is None
+    with pytest.raises(ValueError, match=r"\[F, H, W, 3\]"):
+        metrics.track(torch.zeros(8, 32, 32))
+
+
+def test_tokenizer_spells_world_words_as_single_tokens():
+    from motion_lora.toyworld.model import build_tokenizer, world_words
+
+    tokenizer = build_tokenizer()
+    assert all(len(tokenizer.tokenize(w)) == 1 for w in world_words())
+    longest = "a yellow triangle moving in a zig-zag on a black background"
+    assert len(tokenizer(longest).input_ids) <= tokenizer.model_max_length
+
+
+def test_cli_renders_and_scores(tmp_path, capsys):
+    import json
+
+    from motion_lora.cli import main
+
+    ref, other = tmp_path / "ref.gif", tmp_path / "still.mp4"
+    assert main(["toyworld", "render", "--motion", "zigzag", "--output", str(ref)]) == 0
+    assert main(["toyworld", "render", "--motion", "still", "--colour", "blue", "--output", str(other)]) == 0
+    capsys.readouterr()
+    prompt = "a red circle moving in a zig-zag on a gray background"
+    assert main(["metrics", str(ref), str(ref), "--prompt", prompt]) == 0
+    same = json.loads(capsys.readouterr().out)
+    assert same["motion_fidelity"] == pytest.approx(1.0) and same["prompt_fidelity"] == 1.0
+    assert main(["metrics", str(ref), str(other), "--prompt", prompt, "--training-prompt", prompt]) == 0
+    still = json.loads(capsys.readouterr().out)
+    assert still["motion_fidelity"] < 0.1 and still["prompt_fidelity"] < 1.0
+    assert main(["metrics", str(ref), str(tmp_path / "missing.gif"), "--prompt", prompt]) == 2
+    with pytest.raises(ValueError, match="same length"):
+        metrics.motion_fidelity(torch.zeros(8, 32, 32, 3), torch.zeros(1, 32, 32, 3))
