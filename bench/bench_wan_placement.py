@@ -17,7 +17,7 @@ prompt fidelity and leakage (the training clip's colour, shape or background sho
 deviation over seeds (each seed: its own training run and its own sampling noise).
 
     python bench/bench_wan_placement.py                        # pretrains the toy model first if missing
-    python bench/bench_wan_placement.py --motions zigzag circle --seeds 0 1 2 --steps 150
+    python bench/bench_wan_placement.py --motions zigzag circle speedup --seeds 0 1 2 3 --steps 150
 """
 
 from __future__ import annotations
@@ -122,9 +122,9 @@ def markdown(results: dict) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--motions", nargs="+", default=["zigzag", "circle", "speedup"], choices=list(HELD_OUT))
+    p.add_argument("--motions", nargs="+", default=["zigzag", "circle"], choices=list(HELD_OUT))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--steps", type=int, default=150, help="training steps, the same for every placement")
+    p.add_argument("--steps", type=int, default=100, help="training steps, the same for every placement")
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--placements", nargs="+", default=list(PLACEMENTS), choices=list(PLACEMENTS))
@@ -134,15 +134,13 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from motion_lora.model import load_model
+    from motion_lora.toyworld.wan_toy import load_toy_wan, pretrain_toy_wan
 
     folder = Path(args.model)
-    if not (folder / "model_index.json").is_file():
-        from motion_lora.toyworld.wan_toy import pretrain_toy_wan
-
-        print(f"no Wan toy model at {folder}: pretraining it (about 25 min on one CPU thread)", flush=True)
+    if not (folder / "pretrain.json").is_file():
+        print(f"no Wan toy model at {folder}: pretraining it (about 15 min on one busy CPU thread)", flush=True)
         pretrain_toy_wan(folder, threads=args.threads)
-    model = load_model(folder, dtype="fp32")
+    model = load_toy_wan(folder)
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     results: dict = {"_settings": vars(args)}
