@@ -1,21 +1,22 @@
 """A Wan-architecture toy model of the toy world, pretrained on a CPU: where the Wan LoRA placements are measured.
 
-Exactly the classes Wan 2.1 uses (`WanTransformer3DModel`, `AutoencoderKLWan`, `UMT5EncoderModel` and a
+The classes Wan 2.1 uses for the parts the placements touch (`WanTransformer3DModel`, `UMT5EncoderModel` and a
 Unigram tokenizer as UMT5's), sized so that pretraining takes minutes on one CPU thread:
-- clips have 9 frames (Wan's VAE encodes 1 + 4n frames: the first alone, then chunks of four);
-- the VAE compresses 32x32 frames 4x in space and not in time (9 frames -> 9 latent frames of 8x8x8): a Wan
-  VAE with 4x temporal compression would have to learn to pack four frames of motion into one latent frame,
-  which this CPU budget does not allow. Its causal temporal convolutions are Wan's, so a later latent frame
-  still is not an image, and one frame encoded alone is (the spatial path's input, as on real Wan);
+- clips have 9 frames of 32x32 (1 + 4n, as Wan's VAE encodes them);
+- the VAE is by default `PixelVAE`, a lossless 4x4 space-to-depth (9 frames -> 9 latent frames of 8x8x48):
+  a CPU-sized `AutoencoderKLWan` (`learnt_vae=True`, `VAE_CONFIG`: 4x in space, none in time, causal as Wan's)
+  collapsed in this budget to a decoder that outputs the background whatever the latents, and a Wan VAE with
+  4x temporal compression would also have to learn to pack four frames of motion into one latent frame;
 - the transformer has 2 blocks of width 128 (2 heads of 64), 2x2 patches: 16 tokens a frame, 144 a clip;
 - the text encoder is one small UMT5 layer with random, fixed weights over a word-level vocabulary (every
   world word is one token); the transformer's text projection and cross-attention learn to read it, and
   prompts are encoded once and cached during pretraining.
 
-`build_toy_wan` gives the untrained model; `pretrain_toy_wan` trains the VAE (reconstruction of whole
-clips), then the transformer with the backbone's own flow-matching objective (`Wan.objective`: shifted
-sigmas, velocity target) on the seen motions, 10 % empty prompts for classifier-free guidance, and saves
-the exponential moving average. `python -m motion_lora.toyworld.wan_toy --output DIR` runs it.
+`build_toy_wan` gives the untrained model, `load_toy_wan` a pretrained one; `pretrain_toy_wan` trains (with
+`learnt_vae`, the VAE first) the transformer with the backbone's own flow-matching objective (`Wan.objective`:
+shifted sigmas, velocity target) on the seen motions, 10 % empty prompts for classifier-free guidance, and saves
+the exponential moving average. `python -m motion_lora.toyworld.wan_toy --output DIR` runs it and then measures
+the prompt following (`--eval-only` measures only).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -91,8 +93,6 @@ class PixelVAE(torch.nn.Module):
 
     def __init__(self, factor: int = 4, latents_mean=None, latents_std=None):
         super().__init__()
-        from types import SimpleNamespace
-
         z = 3 * factor * factor
         self.factor = factor
         self.config = SimpleNamespace(z_dim=z, scale_factor_spatial=factor, scale_factor_temporal=1,
@@ -113,8 +113,6 @@ class PixelVAE(torch.nn.Module):
             setattr(self.config, k, v)
 
     def encode(self, pixels: torch.Tensor):
-        from types import SimpleNamespace
-
         b, c, f, h, w = pixels.shape
         x = pixels.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
         z = F.pixel_unshuffle(x, self.factor)
@@ -122,8 +120,6 @@ class PixelVAE(torch.nn.Module):
         return SimpleNamespace(latent_dist=SimpleNamespace(mode=lambda: z, sample=lambda generator=None: z))
 
     def decode(self, z: torch.Tensor):
-        from types import SimpleNamespace
-
         b, c, f, h, w = z.shape
         x = F.pixel_shuffle(z.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w), self.factor)
         x = x.reshape(b, f, *x.shape[1:]).permute(0, 2, 1, 3, 4)
@@ -314,7 +310,8 @@ def refine_decoder(model: VideoModel, config: WanPretrainConfig, log: Path | Non
         opt.step()
         sched.step()
         if step % 25 == 0 or step == config.decoder_steps:
-            _log(log, f"decoder step {step}/{config.decoder_steps} loss {loss.item():.4f} ({time.time() - start:.0f} s)")
+            _log(log, f"decoder step {step}/{config.decoder_steps} loss {loss.item():.4f} "
+                      f"({time.time() - start:.0f} s)")
     vae.eval().requires_grad_(False)
 
 
@@ -405,7 +402,8 @@ def main(argv=None) -> int:
             p.add_argument("--" + name.replace("_", "-"), action="store_true")
         else:
             p.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: on a shared 2-core box more is slower)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (1: on a shared 2-core box more is slower)")
     p.add_argument("--log", help="append progress lines to this file too")
     p.add_argument("--eval-only", action="store_true", help="only measure the prompt following of --output")
     args = vars(p.parse_args(argv))
