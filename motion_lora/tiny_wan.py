@@ -82,15 +82,16 @@ WORDS = ("the", "a", "car", "red", "blue", "dog", "cat", "runs", "moves", "left"
          "zooms", "in", "out", "video", "of", "on", "road", "static", "blurred")
 
 
-def build_tokenizer():
+def build_tokenizer(words=WORDS):
     """A SentencePiece-style Unigram tokenizer as UMT5's (<pad>=0, </s>=1, <unk>=2, "▁" word starts, "</s>" at the
-    end), with letters and a few words; built with the `tokenizers` library, so any transformers version loads it."""
+    end), with letters and `words` as single pieces; built with the `tokenizers` library, so any transformers
+    version loads it."""
     from tokenizers import Tokenizer, decoders, pre_tokenizers, processors
     from tokenizers.models import Unigram
     from transformers import PreTrainedTokenizerFast
 
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
-    pieces += [(f"▁{w}", -1.0) for w in WORDS]
+    pieces += [(f"▁{w}", -1.0) for w in words]
     letters = "abcdefghijklmnopqrstuvwxyz0123456789.,!?'-"
     pieces += [(c, -5.0) for c in letters] + [(f"▁{c}", -4.0) for c in letters]
     model = Tokenizer(Unigram(pieces, unk_id=2, byte_fallback=False))

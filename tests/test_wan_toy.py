@@ -1,0 +1,73 @@
+"""The Wan-architecture toy model of the toy world, and one step of the placement study (bench_wan_placement)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from motion_lora.toyworld import wan_toy
+from motion_lora.toyworld.world import render
+
+
+@pytest.fixture(scope="module")
+def toy_wan():
+    return wan_toy.build_toy_wan(seed=0)
+
+
+def test_every_world_word_is_one_token(toy_wan):
+    prompt = "a red circle moving in a zig-zag on a gray background"
+    assert toy_wan.tokenizer.tokenize(prompt) == ["▁" + w for w in prompt.split()]
+    assert "<unk>" not in toy_wan.tokenizer.convert_ids_to_tokens(toy_wan.tokenizer(prompt).input_ids)
+
+
+def test_pixel_vae_is_lossless(toy_wan):
+    """9 frames -> 9 latent frames of 8x8x48 through the Wan backbone's own encode/decode, exactly back."""
+    frames = render("red", "square", "zigzag", "gray", frames=wan_toy.FRAMES).frames
+    z = toy_wan.encode_frames(frames)
+    assert z.shape == (1, 48, 9, 8, 8)
+    assert 0.2 < float(z.std()) < 2.0  # scaled to the order of unit variance
+    assert torch.allclose(toy_wan.decode_latents(z), frames, atol=1e-6)
+    images = toy_wan.backbone.image_latents(toy_wan.vae, frames)
+    assert images.shape == (9, 48, 1, 8, 8)
+
+
+def test_learnt_vae_option_has_wan_latents():
+    """The AutoencoderKLWan option: 4x in space, none in time; the causal VAE encodes the first frame alone."""
+    model = wan_toy.build_toy_wan(seed=0, learnt_vae=True)
+    frames = render("red", "square", "zigzag", "gray", frames=wan_toy.FRAMES).frames
+    z = model.encode_frames(frames)
+    assert z.shape == (1, 8, 9, 8, 8)
+    images = model.backbone.image_latents(model.vae, frames)
+    assert torch.allclose(images[0], z[:, :, :1][0], atol=1e-5)
+    assert not torch.allclose(images[3], z[:, :, 3:4][0], atol=1e-3)  # a later latent frame is not an image
+
+
+def test_pretraining_writes_what_load_toy_wan_reads(tmp_path):
+    config = wan_toy.WanPretrainConfig(steps=3, stop_after=2, batch=2, pool=2, save_every=1)
+    folder = wan_toy.pretrain_toy_wan(tmp_path / "toy-wan", config, log=tmp_path / "log.txt")
+    model = wan_toy.load_toy_wan(folder, placement="c")
+    assert type(model.unet).__name__ == "WanTransformer3DModel" and model.backbone.placement == "c"
+    assert "transformer step 2/3" in (tmp_path / "log.txt").read_text()
+    assert "step 3/3" not in (tmp_path / "log.txt").read_text()  # stop_after ends the schedule early
+    x = torch.randn(1, 48, 9, 8, 8)
+    text = model.encode_prompt("a red square moving left on a gray background")
+    assert not torch.equal(model.backbone.predict(model.unet, x, torch.tensor([500.0]), text),
+                           model.backbone.predict(wan_toy.build_toy_wan().unet, x, torch.tensor([500.0]), text))
+    with pytest.raises(FileNotFoundError, match="pretrain one"):
+        wan_toy.load_toy_wan(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize("placement", ["a", "b", "c"])
+def test_one_step_of_each_placement(toy_wan, placement):
+    """The study's training call puts each path's LoRA where the placement says, through train()."""
+    from bench.bench_wan_placement import train_placement
+
+    clip = render("red", "square", "zigzag", "gray", frames=wan_toy.FRAMES).as_clip()
+    result = train_placement(toy_wan, clip, placement, steps=1, rank=2, lr=1e-3, seed=0)
+    temporal = {t.split(".", 2)[2] for t in result.temporal.targets}
+    spatial = {t.split(".", 2)[2] for t in result.spatial[0].targets}
+    attn = {"attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0"}
+    ffn = {"ffn.net.0.proj", "ffn.net.2"}
+    assert spatial == attn | ffn
+    assert temporal == {"a": attn | ffn, "b": attn, "c": {"attn1.to_q", "attn1.to_k"}}[placement]
+    assert result.step == 1
