@@ -26,7 +26,11 @@ def _other_copy() -> str | None:
 
 
 _first = _other_copy()
-if _first is not None:
+if not __package__:  # run as a plain file, not as ComfyUI's package (pytest collecting this folder): no nodes
+    NODE_CLASS_MAPPINGS: dict = {}
+    NODE_DISPLAY_NAME_MAPPINGS: dict = {}
+    WEB_DIRECTORY = None
+elif _first is not None:
     logging.warning(
         "[MotionDirector] the pack is installed twice: %s (loaded, in use) and %s (this copy: its nodes are NOT "
         "loaded, so the two never mix). Delete or disable one of the two folders and restart ComfyUI.",

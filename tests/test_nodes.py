@@ -645,3 +645,12 @@ def test_a_second_copy_of_the_pack_loads_no_nodes_and_names_both_folders(tmp_pat
     first, second, web = out.stdout.split()
     assert int(first) == len(NODES) and int(second) == 0 and web == "None"
     assert "installed twice" in out.stderr and str(ROOT) in out.stderr and str(copy) in out.stderr
+
+
+def test_the_pack_file_imported_as_a_plain_module_registers_nothing_and_does_not_fail():
+    """pytest imports a folder's `__init__.py` as a plain module `__init__` when the folder name is no identifier
+    (a clone in `comfyui-motiondirector/`); relative imports would fail there, so the pack registers nothing."""
+    spec = importlib.util.spec_from_file_location("__init__", ROOT / "__init__.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.NODE_CLASS_MAPPINGS == {} and module.WEB_DIRECTORY is None
