@@ -131,3 +131,17 @@ def test_cli_renders_and_scores(tmp_path, capsys):
     assert main(["metrics", str(ref), str(tmp_path / "missing.gif"), "--prompt", prompt]) == 2
     with pytest.raises(ValueError, match="same length"):
         metrics.motion_fidelity(torch.zeros(8, 32, 32, 3), torch.zeros(1, 32, 32, 3))
+
+
+def test_prompt_following_scores_a_model_that_renders_exactly_what_it_is_asked_as_perfect():
+    """The base-model score counts per attribute over every seen prompt; the Wan toy model reuses it
+    with its own clip generator, so it is tested here through that `generate` hook."""
+    from motion_lora.toyworld.evaluate import prompt_following, seen_prompts
+    from motion_lora.toyworld.world import prompt_for
+
+    asked = {prompt_for(*p): p for p in seen_prompts()}
+    exact = lambda model, prompt, seed=0: render(*asked[prompt], seed=seed).frames
+    score = prompt_following(None, seeds=(0,), generate=exact)
+    assert score["samples"] == len(asked) and score["all"] == 1.0 and score["motion"] == 1.0
+    still = lambda model, prompt, seed=0: render(*asked[prompt][:2], "still", asked[prompt][3], seed=seed).frames
+    assert prompt_following(None, generate=still)["motion"] < 0.5

@@ -40,8 +40,11 @@ def seen_prompts() -> list[tuple[str, str, str, str]]:
     return out
 
 
-def prompt_following(model, seeds: Sequence[int] = (0,), progress=None) -> dict:
-    """Share of seen prompts rendered fully correctly (colour, shape, background and motion), and per attribute."""
+def prompt_following(model, seeds: Sequence[int] = (0,), progress=None, generate=generate) -> dict:
+    """Share of seen prompts rendered fully correctly (colour, shape, background and motion), and per attribute.
+
+    `generate(model, prompt, seed=...)` makes the clips: this module's for the ZeroScope toy model, another
+    family's own (the Wan toy model samples 9-frame clips) for that family."""
     counts = {"all": 0, "colour": 0, "shape": 0, "background": 0, "motion": 0, "consistency": 0.0}
     total = 0
     for colour, shape, motion, background in seen_prompts():
