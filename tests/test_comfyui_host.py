@@ -17,153 +17,33 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
 from pathlib import Path
 
 import pytest
 
+from comfyui_server import (COMFYUI_DIR, COMFYUI_PYTHON, CONVERT, PROBE, Budget, Server, describe_error,
+                            needs_comfyui, run_in_comfy_python)
+
 ROOT = Path(__file__).resolve().parents[1]
-COMFYUI_DIR = os.environ.get("COMFYUI_DIR", "")
-COMFYUI_PYTHON = os.environ.get("COMFYUI_PYTHON", sys.executable)
 WORKFLOWS = sorted(p for p in (ROOT / "workflows").glob("*.json") if "_wan_" not in p.name)  # Wan: test_comfyui_host_wan.py
 # in the order their notes ask for: 4 mixes the runs of 1 and 5
 RUN_ORDER = sorted(WORKFLOWS, key=lambda p: (p.name.startswith("4_"), p.name))
 PACK_LINK = "comfyui-motiondirector"
 
-pytestmark = pytest.mark.skipif(
-    not COMFYUI_DIR or not (Path(COMFYUI_DIR) / "main.py").is_file(),
-    reason="set COMFYUI_DIR to a ComfyUI checkout (and COMFYUI_PYTHON to its python); see tests/comfyui_host_setup.sh",
-)
+pytestmark = needs_comfyui
 
 START_TIMEOUT = 120  # seconds until /object_info answers (a loaded 2-core box imports slowly)
 PROMPT_TIMEOUT = 240  # seconds for one workflow on the tiny model (about a minute alone; more on a busy box)
 MODULE_BUDGET = 540  # seconds for the whole module, server start included: a hang fails, it never stalls CI
-_clock = {"start": 0.0}  # set when the server fixture starts
-
-
-def time_left(wanted: float) -> float:
-    _clock["start"] = _clock["start"] or time.monotonic()  # a test without the server starts the clock itself
-    left = MODULE_BUDGET - (time.monotonic() - _clock["start"])
-    if left <= 0:
-        pytest.fail(f"the host test is over its {MODULE_BUDGET}s budget")
-    return min(wanted, left)
+BUDGET = Budget(MODULE_BUDGET, "the host test")
+time_left = BUDGET.left
 
 
 SIZE, FRAMES, TRAIN_STEPS = 64, 8, 2  # SIZE/FRAMES: the synthetic media of the other tests
-
-
-# --- the server -----------------------------------------------------------------------------
-class Server:
-    """A ComfyUI process on a free loopback port with its own base directory."""
-
-    def __init__(self, base: Path):
-        self.base = base
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = base / "comfyui.log"
-        self.client_id = uuid.uuid4().hex
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        cmd = [COMFYUI_PYTHON, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
-               "--disable-auto-launch", "--base-directory", str(self.base),
-               "--database-url", "sqlite:///:memory:"]
-        env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")  # one thread, as the other tests
-        env.pop("MOTION_DIRECTOR_MODELS", None)  # inside ComfyUI the pack must use ComfyUI's model folders
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(cmd, cwd=COMFYUI_DIR, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                         start_new_session=True)
-        deadline = time.monotonic() + time_left(START_TIMEOUT)
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"ComfyUI exited with {self.proc.returncode} while starting:\n{self.log_tail()}")
-            try:
-                self.get("/object_info", timeout=30)
-                return
-            except (OSError, urllib.error.URLError):
-                time.sleep(1)
-        raise RuntimeError(f"ComfyUI did not answer /object_info within {START_TIMEOUT}s:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=15)
-
-    def log_tail(self, chars: int = 6000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return "(no log)"
-
-    def get(self, path: str, timeout: float = 30):
-        with urllib.request.urlopen(self.url + path, timeout=timeout) as r:
-            return json.loads(r.read() or b"null")
-
-    def post(self, path: str, body: dict | None = None, timeout: float = 30):
-        req = urllib.request.Request(self.url + path, data=json.dumps(body or {}).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
-                data = r.read()
-                return json.loads(data) if data else None
-        except urllib.error.HTTPError as e:
-            raise AssertionError(f"POST {path} -> {e.code}: {e.read().decode(errors='replace')[:4000]}") from None
-
-    def queue(self, prompt: dict) -> str:
-        return self.post("/prompt", {"prompt": prompt, "client_id": self.client_id})["prompt_id"]
-
-    def wait(self, prompt_id: str, timeout: float = PROMPT_TIMEOUT) -> dict:
-        """The prompt's /history entry once it has finished (successfully or not)."""
-        timeout = time_left(timeout)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            entry = self.get(f"/history/{prompt_id}").get(prompt_id)
-            if entry and entry.get("status", {}).get("completed") is not None \
-                    and (entry["status"]["completed"] or entry["status"].get("status_str") == "error"):
-                return entry
-            if self.proc.poll() is not None:
-                raise AssertionError(f"ComfyUI died while running {prompt_id}:\n{self.log_tail()}")
-            time.sleep(0.5)
-        self.post("/interrupt")
-        raise AssertionError(f"prompt {prompt_id} did not finish within {timeout}s:\n{self.log_tail()}")
-
-    def run(self, prompt: dict, timeout: float = PROMPT_TIMEOUT) -> dict:
-        entry = self.wait(self.queue(prompt), timeout)
-        assert entry["status"].get("status_str") == "success", \
-            f"prompt failed: {describe_error(entry)}\n--- server log ---\n{self.log_tail()}"
-        return entry
-
-
-def describe_error(entry: dict) -> str:
-    for kind, msg in entry.get("status", {}).get("messages", []):
-        if kind in ("execution_error", "execution_interrupted"):
-            return (f"{kind} in node {msg.get('node_id')} ({msg.get('node_type')}): "
-                    f"{msg.get('exception_type', '')}: {msg.get('exception_message', '')}\n"
-                    + "".join(msg.get("traceback") or []))
-    return json.dumps(entry.get("status"), indent=1)[:4000]
-
-
-def run_in_comfy_python(code: str, payload) -> object:
-    """Run `code` in ComfyUI's python (it has comfy-cli, av, Pillow): JSON in on stdin, JSON out on stdout."""
-    proc = subprocess.run([COMFYUI_PYTHON, "-c", code], input=json.dumps(payload), capture_output=True,
-                          text=True, timeout=120)
-    if proc.returncode != 0:
-        raise AssertionError(f"helper failed in {COMFYUI_PYTHON}:\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout)
 
 
 MAKE_MEDIA = r"""
@@ -202,30 +82,11 @@ for i, path in enumerate(args["images"]):
 print("{}")
 """
 
-PROBE = r"""
-import json, sys
-import av
-out = []
-for path in json.load(sys.stdin):
-    with av.open(path) as box:
-        frames = [f for f in box.decode(video=0)]
-        out.append([len(frames), frames[0].width, frames[0].height])
-print(json.dumps(out))
-"""
-
-CONVERT = r"""
-import json, sys
-from comfy_cli.workflow_to_api import convert_ui_to_api
-args = json.load(sys.stdin)
-print(json.dumps(convert_ui_to_api(args["workflow"], args["object_info"])))
-"""
-
-
 # --- fixtures -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
     """A running ComfyUI with our pack and synthetic media in its input folder; always stopped at the end."""
-    _clock["start"] = time.monotonic()
+    BUDGET.start()
     base = tmp_path_factory.mktemp("comfyui_base")
     for sub in ("custom_nodes", "input", "output", "temp", "user", "models"):
         (base / sub).mkdir()
@@ -243,7 +104,7 @@ def host(tmp_path_factory):
     sd15.mkdir(parents=True)
     (sd15 / "model_index.json").write_text(json.dumps(
         {"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"]}))
-    server = Server(base)
+    server = Server(base, BUDGET, START_TIMEOUT, PROMPT_TIMEOUT)
     try:
         server.start()
         yield server

@@ -19,35 +19,24 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-import uuid
 from pathlib import Path
 
 import pytest
 
+from comfyui_server import CONVERT, PROBE, Budget, Server, needs_comfyui, run_in_comfy_python
+
 ROOT = Path(__file__).resolve().parents[1]
-COMFYUI_DIR = os.environ.get("COMFYUI_DIR", "")
-COMFYUI_PYTHON = os.environ.get("COMFYUI_PYTHON", sys.executable)
 WAN_WORKFLOWS = sorted((ROOT / "workflows").glob("*_wan_*.json"))
 PACK_LINK = "comfyui-motiondirector"
 
-pytestmark = pytest.mark.skipif(
-    not COMFYUI_DIR or not (Path(COMFYUI_DIR) / "main.py").is_file(),
-    reason="set COMFYUI_DIR to a ComfyUI checkout (and COMFYUI_PYTHON to its python); see tests/comfyui_host_setup.sh",
-)
+pytestmark = needs_comfyui
 
 SIZE, FRAMES, STEPS, FPS = 64, 5, 2, 16  # Wan: 1 + 4n frames, sides in multiples of 16
 TINY = {"diffusion_models": "tiny_wan.safetensors", "vae": "tiny_wan_vae.safetensors",
         "text_encoders": "tiny_umt5.safetensors"}
 CLIP_VIDEO = "md_wan_clip.mp4"
 MODULE_BUDGET = 420  # seconds for the module, server start included: a hang fails, it never stalls CI
-_clock = {"start": 0.0}
+BUDGET = Budget(MODULE_BUDGET, "the Wan host test")
 
 # The test-only custom node: ComfyUI's UMT5 config -> the tiny one next to it. Nothing else is touched.
 SHIM = '''
@@ -87,110 +76,6 @@ with av.open(a["path"], "w") as box:
 print("{}")
 """
 
-PROBE = r"""
-import json, sys
-import av
-out = []
-for path in json.load(sys.stdin):
-    with av.open(path) as box:
-        frames = [f for f in box.decode(video=0)]
-        out.append([len(frames), frames[0].width, frames[0].height])
-print(json.dumps(out))
-"""
-
-CONVERT = r"""
-import json, sys
-from comfy_cli.workflow_to_api import convert_ui_to_api
-a = json.load(sys.stdin)
-print(json.dumps(convert_ui_to_api(a["workflow"], a["object_info"])))
-"""
-
-
-def time_left(wanted: float) -> float:
-    left = MODULE_BUDGET - (time.monotonic() - _clock["start"])
-    if left <= 0:
-        pytest.fail(f"the Wan host test is over its {MODULE_BUDGET}s budget")
-    return min(wanted, left)
-
-
-def comfy_python(code: str, payload) -> object:
-    proc = subprocess.run([COMFYUI_PYTHON, "-c", code], input=json.dumps(payload), capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, f"helper failed in {COMFYUI_PYTHON}:\n{proc.stderr[-4000:]}"
-    return json.loads(proc.stdout)
-
-
-class WanServer:
-    """A ComfyUI process on a free loopback port with its own base directory."""
-
-    def __init__(self, base: Path):
-        self.base = base
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = base / "comfyui.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        cmd = [COMFYUI_PYTHON, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
-               "--disable-auto-launch", "--base-directory", str(self.base), "--database-url", "sqlite:///:memory:"]
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env.pop("MOTION_DIRECTOR_MODELS", None)
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(cmd, cwd=COMFYUI_DIR, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                         start_new_session=True)
-        deadline = time.monotonic() + time_left(150)
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"ComfyUI exited with {self.proc.returncode}:\n{self.log()[-6000:]}")
-            try:
-                self.get("/object_info", timeout=30)
-                return
-            except (OSError, urllib.error.URLError):
-                time.sleep(1)
-        raise RuntimeError(f"ComfyUI did not answer within 150s:\n{self.log()[-6000:]}")
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=15)
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-
-    def get(self, path: str, timeout: float = 30):
-        with urllib.request.urlopen(self.url + path, timeout=timeout) as r:
-            return json.loads(r.read() or b"null")
-
-    def run(self, prompt: dict, timeout: float = 240) -> dict:
-        body = json.dumps({"prompt": prompt, "client_id": uuid.uuid4().hex}).encode()
-        req = urllib.request.Request(self.url + "/prompt", data=body, headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                prompt_id = json.loads(r.read())["prompt_id"]
-        except urllib.error.HTTPError as e:
-            raise AssertionError(f"/prompt refused the workflow: {e.read().decode(errors='replace')[:4000]}") from None
-        deadline = time.monotonic() + time_left(timeout)
-        while time.monotonic() < deadline:
-            entry = self.get(f"/history/{prompt_id}").get(prompt_id)
-            status = (entry or {}).get("status", {})
-            if status.get("completed") or status.get("status_str") == "error":
-                assert status.get("status_str") == "success", json.dumps(status, indent=1)[:6000]
-                return entry
-            assert self.proc.poll() is None, f"ComfyUI died:\n{self.log()[-6000:]}"
-            time.sleep(0.5)
-        raise AssertionError(f"prompt did not finish in time:\n{self.log()[-6000:]}")
-
-
 # --- the tiny Wan in ComfyUI's file layouts ---------------------------------------------------------------------
 SPIECE = r"""
 import base64, io, json, sys
@@ -213,7 +98,7 @@ def tiny_spiece_model() -> tuple[bytes, int]:
 
     from motion_lora.tiny_wan import WORDS
 
-    out = comfy_python(SPIECE, list(WORDS))
+    out = run_in_comfy_python(SPIECE, list(WORDS))
     return base64.b64decode(out["model"]), int(out["size"])
 
 
@@ -278,7 +163,7 @@ def write_loras(models: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
-    _clock["start"] = time.monotonic()
+    BUDGET.start()
     base = tmp_path_factory.mktemp("comfyui_wan_base")
     for sub in ("custom_nodes", "input", "output", "temp", "user", "models"):
         (base / sub).mkdir()
@@ -289,9 +174,9 @@ def host(tmp_path_factory):
     (shim / "__init__.py").write_text(SHIM)
     write_tiny_umt5(base / "models" / "text_encoders" / TINY["text_encoders"], shim / "tiny_umt5_config.json")
     write_tiny_wan(base / "models")
-    comfy_python(MAKE_VIDEO, {"path": str(base / "input" / CLIP_VIDEO), "frames": 2 * FRAMES, "size": SIZE,
+    run_in_comfy_python(MAKE_VIDEO, {"path": str(base / "input" / CLIP_VIDEO), "frames": 2 * FRAMES, "size": SIZE,
                               "fps": FPS})
-    server = WanServer(base)
+    server = Server(base, BUDGET, start_timeout=150, prompt_timeout=240)
     try:
         server.start()
         server.loras = write_loras(base / "models")
@@ -339,14 +224,14 @@ def shrink(prompt: dict, tag: str, loras: dict[str, str]) -> dict:
     return prompt
 
 
-def saved_videos(host: WanServer, prompt: dict, entry: dict) -> list[list[int]]:
+def saved_videos(host: Server, prompt: dict, entry: dict) -> list[list[int]]:
     paths = []
     for node_id, node in prompt.items():
         if node["class_type"] == "SaveVideo":
             files = entry["outputs"].get(node_id, {}).get("images", [])
             assert files, f"SaveVideo reported no file: {entry['outputs']}"
             paths += [str(host.base / "output" / f.get("subfolder", "") / f["filename"]) for f in files]
-    return comfy_python(PROBE, paths)
+    return run_in_comfy_python(PROBE, paths)
 
 
 def test_wan_workflows_ship_in_ui_format_with_notes():
@@ -360,15 +245,15 @@ def test_wan_workflow_runs_in_comfyui(host, object_info, path):
     for node in workflow["nodes"]:
         assert node["type"] in object_info or node["type"] == "Note", f"{path.name}: ComfyUI has no {node['type']}"
     tag = path.name[:1]
-    prompt = shrink(comfy_python(CONVERT, {"workflow": workflow, "object_info": object_info}), tag, host.loras)
+    prompt = shrink(run_in_comfy_python(CONVERT, {"workflow": workflow, "object_info": object_info}), tag, host.loras)
     classes = {n["class_type"] for n in prompt.values()}
     assert {"UNETLoader", "LoraLoaderModelOnly", "CLIPLoader", "CLIPTextEncode", "KSampler", "VAEDecode",
             "CreateVideo", "SaveVideo"} <= classes, classes
-    log_before = len(host.log())
+    log_before = len(host.log_tail(None))
     entry = host.run(prompt)
 
     assert saved_videos(host, prompt, entry) == [[FRAMES, SIZE, SIZE]]
-    log = host.log()[log_before:]
+    log = host.log_tail(None)[log_before:]
     assert "lora key not loaded" not in log, log[-4000:]
     assert "clip missing" not in log, log[-4000:]  # the tiny UMT5 file filled every weight ComfyUI built
     if tag == "6":  # the trained LoRA went to models/loras in ComfyUI's layout, and KSampler sampled with it
