@@ -100,21 +100,28 @@ def build_tokenizer():
     return tokenizer
 
 
-def build_tiny_model(seed: int = 0, dtype: str | torch.dtype = "fp32", device: str | torch.device = "cpu") -> VideoModel:
-    """The tiny model with weights drawn from `seed`: the same seed gives the same model."""
+def build_parts(unet_config: dict, vae_config: dict, text_config: dict, tokenizer, seed: int):
+    """A UNet3D, a KL VAE and a CLIP text encoder for `tokenizer`, weights drawn from `seed` (the caller's global
+    RNG untouched): the ZeroScope-family parts of every model this pack builds in code."""
     from diffusers import AutoencoderKL, UNet3DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
-    tokenizer = build_tokenizer()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = UNet3DConditionModel(**UNET_CONFIG)
-        vae = AutoencoderKL(**VAE_CONFIG)
-        text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), **TEXT_CONFIG,
+        unet = UNet3DConditionModel(**unet_config)
+        vae = AutoencoderKL(**vae_config)
+        text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), **text_config,
                                                     bos_token_id=tokenizer.bos_token_id,
                                                     eos_token_id=tokenizer.eos_token_id,
                                                     pad_token_id=tokenizer.pad_token_id))
+    return unet, vae, text_encoder
+
+
+def build_tiny_model(seed: int = 0, dtype: str | torch.dtype = "fp32", device: str | torch.device = "cpu") -> VideoModel:
+    """The tiny model with weights drawn from `seed`: the same seed gives the same model."""
+    dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
+    tokenizer = build_tokenizer()
+    unet, vae, text_encoder = build_parts(UNET_CONFIG, VAE_CONFIG, TEXT_CONFIG, tokenizer, seed)
     for part in (unet, vae, text_encoder):
         part.requires_grad_(False).eval().to(device)
         if dtype != torch.float32:

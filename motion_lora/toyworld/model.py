@@ -18,7 +18,7 @@ import torch
 
 from ..backbones import ZeroScope
 from ..model import VideoModel
-from ..tiny import SCHEDULER_CONFIG, _bytes_to_unicode
+from ..tiny import SCHEDULER_CONFIG, _bytes_to_unicode, build_parts
 from .world import BACKGROUNDS, COLOURS, MOTIONS, SHAPES
 
 TOY_NAME = "toyworld (pretrained toy model, 32x32, 8 frames)"
@@ -92,18 +92,8 @@ def build_tokenizer():
 
 def build_toy_model(seed: int = 0) -> VideoModel:
     """The untrained toy model (fp32, CPU), weights drawn from `seed`."""
-    from diffusers import AutoencoderKL, UNet3DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
     tokenizer = build_tokenizer()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        unet = UNet3DConditionModel(**UNET_CONFIG)
-        vae = AutoencoderKL(**VAE_CONFIG)
-        text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), **TEXT_CONFIG,
-                                                    bos_token_id=tokenizer.bos_token_id,
-                                                    eos_token_id=tokenizer.eos_token_id,
-                                                    pad_token_id=tokenizer.pad_token_id))
+    unet, vae, text_encoder = build_parts(UNET_CONFIG, VAE_CONFIG, TEXT_CONFIG, tokenizer, seed)
     return VideoModel(unet, vae, text_encoder, tokenizer, dict(SCHEDULER_CONFIG), ZeroScope(), "toyworld")
 
 
