@@ -11,8 +11,9 @@ Training configurations (each in its own process, so each peak is its own):
   diffusers+peft+ckpt  the same with diffusers' own `enable_gradient_checkpointing()`
   ours                 the library's step: `adapters.inject` (rank-space dropout), the backbone's objective and
                        checkpoint units (every block), bf16 autocast; with --fp8 the base linears stay fp8
-  ours+offload         + the checkpointed blocks' inputs kept in (pinned) CPU memory until backward
-                       (`torch.autograd.graph.save_on_cpu`): a candidate for 14B in 24 GB, not in the trainer yet
+  ours+offload         + the checkpointed blocks' inputs kept in CPU memory until their recomputation
+                       (`TrainConfig(offload_activations=True)`, `grad_checkpoint.enable(offload=True)`): the
+                       candidate for 14B in 24 GB
 
     python bench/bench_wan.py --tiny                                   # CPU check: tiny Wan, 32x32, 5 frames
     python bench/bench_wan.py --model wan2.1_t2v_1.3B --device cuda    # 832x480, 49 frames, bf16 (GPU)
@@ -25,7 +26,6 @@ Not measured yet on a GPU (no GPU in the session that wrote this); block swappin
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import subprocess
 import sys
@@ -125,14 +125,12 @@ def train_steps(name: str, args) -> dict:
 
     optimizers = {a: torch.optim.AdamW(ps, lr=1e-4) for a, ps in params.items()}
     units = backbone.checkpoint_units(transformer) if name.startswith("ours") else []
-    offload = (torch.autograd.graph.save_on_cpu(pin_memory=device.type == "cuda") if name == "ours+offload"
-               else contextlib.nullcontext())
     autocast = torch.autocast(device.type, dtype=torch.bfloat16)
     transformer.train()
     times = []
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    with grad_checkpoint.checkpointed(units), offload:
+    with grad_checkpoint.checkpointed(units, offload=name == "ours+offload"):
         for step in range(args.steps):
             if device.type == "cuda":
                 torch.cuda.synchronize()

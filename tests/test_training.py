@@ -752,3 +752,37 @@ def test_a_run_folder_that_becomes_unwritable_names_it_and_the_intact_checkpoint
     assert run_folder.latest_checkpoint(run) == run / "checkpoint-000002"
     run_folder.load_checkpoint(run / "checkpoint-000002")
     assert_model_untouched(tiny_model)
+
+
+def test_offloaded_checkpointing_trains_the_same_and_needs_checkpointing(tiny_model):
+    """On the CPU the offload copies are no-ops, so the adapters must be bit-identical; on a GPU
+    `bench/bench_wan.py --config ours+offload` measures what it saves. Offloading without checkpointing
+    has nothing to offload and is refused."""
+    base = {**FAST, "steps": 2, "gradient_checkpointing": True}
+    plain = train(tiny_model, [clip()], TrainConfig(**base))
+    offloaded = train(tiny_model, [clip()], TrainConfig(**base, offload_activations=True))
+    assert plain.temporal.tensors.keys() == offloaded.temporal.tensors.keys()
+    for key, value in plain.temporal.tensors.items():
+        assert torch.equal(value, offloaded.temporal.tensors[key]), key
+    with pytest.raises(ValueError, match="offload_activations.*gradient_checkpointing"):
+        TrainConfig(offload_activations=True, gradient_checkpointing=False).check()
+
+
+def test_offload_moves_device_inputs_to_the_cpu_and_back(monkeypatch):
+    """The offloading wrapper hands the checkpoint CPU copies and runs the unit on inputs moved back."""
+    moved_back = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x, scale):
+            moved_back.append(x.device.type)
+            return x * x * scale
+
+    probe = Probe()
+    grad_checkpoint.enable([probe], offload=True)
+    x = torch.ones(3, requires_grad=True)
+    probe(x, 2.0).sum().backward()  # CPU input: no copy, plain checkpoint
+    assert torch.equal(x.grad, torch.full((3,), 4.0))
+    run = grad_checkpoint._back_to(lambda a, s: (a.device.type, s), [torch.device("cpu"), None])
+    assert run(torch.ones(1), 3) == ("cpu", 3)
+    grad_checkpoint.disable([probe])
+    assert moved_back == ["cpu", "cpu"]  # forward and recomputation
