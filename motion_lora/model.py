@@ -54,6 +54,10 @@ class VideoModel:
     backbone: Backbone
     source: str = ""  # folder it came from, or "tiny"
     dtype: torch.dtype = torch.float32
+    # Wan 2.2 A14B: `unet` is the high-noise expert, used for timesteps >= boundary_ratio * 1000, and this
+    # low-noise expert below (as WanPipeline's transformer_2). Training and adapters use `unet` only.
+    low_noise_unet: nn.Module | None = None
+    boundary_ratio: float | None = None
 
     @property
     def device(self) -> torch.device:
@@ -102,6 +106,10 @@ class VideoModel:
         for field in ("unet", "vae", "text_encoder", "tokenizer"):
             subfolder, library, _ = parts[field]
             index[subfolder] = [library, type(getattr(self, field)).__name__]
+        if self.low_noise_unet is not None:  # WanPipeline's two-expert layout
+            self.low_noise_unet.save_pretrained(folder / f"{parts['unet'][0]}_2", safe_serialization=True)
+            index[f"{parts['unet'][0]}_2"] = [parts["unet"][1], type(self.low_noise_unet).__name__]
+            index["boundary_ratio"] = self.boundary_ratio
         (folder / "model_index.json").write_text(json.dumps(index, indent=2))
         return folder
 
@@ -199,13 +207,33 @@ def load_model(folder: str | Path, dtype: str | torch.dtype = "fp16", device: st
     scheduler_config = json.loads(scheduler_file.read_text())
 
     unet, vae, text_encoder, tokenizer = (loaded[f] for f in ("unet", "vae", "text_encoder", "tokenizer"))
+    low_noise, boundary = _low_noise_expert(folder, index, parts, dtype, libraries)
     text_encoder.to(dtype=dtype)
     _keep_fp32_parts(text_encoder, dtype)
-    for part in (unet, vae, text_encoder):
-        part.requires_grad_(False).eval().to(device)
-    model = VideoModel(unet, vae, text_encoder, tokenizer, scheduler_config, backbone, str(folder), dtype)
+    for part in (unet, vae, text_encoder, low_noise):
+        if part is not None:
+            part.requires_grad_(False).eval().to(device)
+    model = VideoModel(unet, vae, text_encoder, tokenizer, scheduler_config, backbone, str(folder), dtype,
+                       low_noise, boundary)
     backbone_for(unet)  # the weights agree with what model_index.json announced
     return model
+
+
+def _low_noise_expert(folder: Path, index: dict, parts: dict, dtype, libraries) -> tuple[nn.Module | None, float | None]:
+    """A Wan 2.2 A14B folder's second expert (`transformer_2`) and its `boundary_ratio`, or (None, None)."""
+    subfolder, library, class_name = parts["unet"]
+    entry = index.get(f"{subfolder}_2")
+    if not entry or entry[0] is None:
+        return None, None
+    if index.get("boundary_ratio") is None:
+        raise ModelLoadError(f"{folder}/model_index.json has {subfolder}_2 but no boundary_ratio: download the "
+                             "complete model folder.")
+    try:
+        expert = getattr(libraries[library], class_name).from_pretrained(
+            folder, subfolder=f"{subfolder}_2", local_files_only=True, torch_dtype=dtype)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise ModelLoadError(f"could not load {folder}/{subfolder}_2: {e}") from e
+    return expert, float(index["boundary_ratio"])
 
 
 def _keep_fp32_parts(module: nn.Module, dtype: torch.dtype) -> None:

@@ -119,7 +119,7 @@ def sample_latents(model: VideoModel, prompt: str, negative_prompt: str = "", *,
                    scheduler: str | None = None,
                    adapters: Sequence[tuple[LoraAdapter, float]] | None = None, noise_prior: float = 0.0,
                    reference: torch.Tensor | None = None, inversion_steps: int = 50,
-                   invert_with_adapters: bool = False,
+                   invert_with_adapters: bool = False, guidance_low_noise: float | None = None,
                    progress: Progress | None = None, cancel: Cancel | None = None) -> torch.Tensor:
     """Denoised fp32 latents of one clip in the backbone's layout, on the model's device (see `sample`)."""
     shape = _check_inputs(model, width, height, frames, steps, noise_prior, reference)
@@ -145,22 +145,34 @@ def sample_latents(model: VideoModel, prompt: str, negative_prompt: str = "", *,
                 raise SamplingCancelled(f"sampling cancelled at step {i}/{steps}")
             x = scheduler.scale_model_input(latents, t) if hasattr(scheduler, "scale_model_input") else latents
             x = x.to(unet_dtype)  # flow-matching schedulers have no input scaling
-            pred = model.backbone.predict(model.unet, torch.cat([x, x]) if use_cfg else x, t, text).float()
+            denoiser, scale = _expert(model, t, guidance, guidance_low_noise)
+            pred = model.backbone.predict(denoiser, torch.cat([x, x]) if use_cfg else x, t, text).float()
             if use_cfg:
                 pred_uncond, pred_cond = pred.chunk(2)
-                pred = pred_uncond + guidance * (pred_cond - pred_uncond)
+                pred = pred_uncond + scale * (pred_cond - pred_uncond)
             latents = scheduler.step(pred, t, latents, **step_kwargs).prev_sample  # scheduler math in fp32
             if report is not None:
                 report(inversion + i + 1, total)
     return latents
 
 
+def _expert(model: VideoModel, t, guidance: float, guidance_low_noise: float | None):
+    """The denoiser and guidance scale for timestep `t`: Wan 2.2 A14B's low-noise expert below its boundary
+    (WanPipeline's rule, `t >= boundary_ratio * num_train_timesteps` is high noise), else the model's own."""
+    if model.low_noise_unet is None:
+        return model.unet, guidance
+    boundary = model.boundary_ratio * model.scheduler_config.get("num_train_timesteps", 1000)
+    if float(t) >= boundary:
+        return model.unet, guidance
+    return model.low_noise_unet, guidance if guidance_low_noise is None else guidance_low_noise
+
+
 def sample(model: VideoModel, prompt: str, negative_prompt: str = "", *, width: int = 384, height: int = 384,
            frames: int = 16, steps: int = 30, guidance: float = 12.0, seed: int = 0,
            scheduler: str | None = None, adapters: Sequence[tuple[LoraAdapter, float]] | None = None,
            noise_prior: float = 0.0, reference: torch.Tensor | None = None, inversion_steps: int = 50,
-           invert_with_adapters: bool = False, decode_chunk: int = 8, progress: Progress | None = None,
-           cancel: Cancel | None = None) -> torch.Tensor:
+           invert_with_adapters: bool = False, guidance_low_noise: float | None = None, decode_chunk: int = 8,
+           progress: Progress | None = None, cancel: Cancel | None = None) -> torch.Tensor:
     """Generate a clip: float frames `[F, H, W, 3]` in 0..1 on the CPU.
 
     - `adapters`: None uses the UNet as it is (a trainer's preview sets strengths itself);
@@ -173,11 +185,15 @@ def sample(model: VideoModel, prompt: str, negative_prompt: str = "", *, width: 
     - `invert_with_adapters`: False (default, as the official flow, whose inversion noise is computed
       with the base model when the latents are cached) inverts with every adapter off; True inverts
       with the adapters in use for sampling (those of `adapters`, or the UNet's own when None).
+    - Wan 2.2 A14B (`model.low_noise_unet`): steps at or above the boundary run `model.unet`, the high-noise
+      expert, with the adapters; steps below run the low-noise expert as it is, at `guidance_low_noise`
+      (None: `guidance`), as WanPipeline's `guidance_scale_2`.
     - `progress(step, total)` after every step (inversion steps included in `total` when inverting);
       `cancel()` is polled before every step and raises `SamplingCancelled` when it returns True.
     """
     latents = sample_latents(model, prompt, negative_prompt, width=width, height=height, frames=frames,
                              steps=steps, guidance=guidance, seed=seed, scheduler=scheduler, adapters=adapters,
                              noise_prior=noise_prior, reference=reference, inversion_steps=inversion_steps,
-                             invert_with_adapters=invert_with_adapters, progress=progress, cancel=cancel)
+                             invert_with_adapters=invert_with_adapters, guidance_low_noise=guidance_low_noise,
+                             progress=progress, cancel=cancel)
     return model.decode_latents(latents, decode_chunk)

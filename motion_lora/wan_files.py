@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
+import logging
 from pathlib import Path
 
 import torch
@@ -27,6 +28,7 @@ from .tiny_wan import SCHEDULER_CONFIG
 
 ARCHITECTURES_FILE = Path(__file__).parent / "wan_configs" / "architectures.json"
 FP8 = tuple(getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2") if hasattr(torch, n))
+logger = logging.getLogger(__name__)
 _SCALE_SUFFIXES = (".scale_weight", ".weight_scale")  # ComfyUI's old and new names for an fp8 layer's scale
 _IGNORED_SUFFIXES = (".scale_input", ".input_scale", "scaled_fp8", ".comfy_quant")  # markers, not weights
 
@@ -211,15 +213,46 @@ def load_wan_vae(path: str | Path, dtype: str | torch.dtype = "bf16", device: st
 
 def load_wan_files(diffusion_model: str | Path, vae: str | Path, text: TextEmbeddings | None = None,
                    dtype: str | torch.dtype = "bf16", device: str | torch.device = "cpu", keep_fp8: bool = True,
-                   backbone: Wan | None = None) -> VideoModel:
+                   backbone: Wan | None = None, low_noise_model: str | Path | None = None,
+                   boundary_ratio: float | None = None, placement: str | None = None) -> VideoModel:
     """A `VideoModel` from ComfyUI's Wan files. Text conditioning comes in as `TextEmbeddings` (from ComfyUI's
-    text encoder nodes); add prompts to it before training or sampling with them."""
+    text encoder nodes); add prompts to it before training or sampling with them.
+
+    Wan 2.2 A14B: `diffusion_model` is the high-noise expert's file and `low_noise_model` the low-noise one's
+    (sampling switches below the boundary, 0.875 for T2V A14B unless `boundary_ratio` says otherwise); the
+    model then trains the high-noise expert only, on sigmas at or above the boundary (`Wan(sigma_range=...)`).
+    One A14B expert file alone trains on its own range, told by ComfyUI's file name (`..._high_noise_...`,
+    `..._low_noise_...`). `backbone` overrides all of this; `placement` is the LoRA placement otherwise."""
     dtype_t = DTYPES[dtype] if isinstance(dtype, str) else dtype
     transformer = load_wan_transformer(diffusion_model, dtype_t, keep_fp8, device)
     name = architecture_name(transformer.config)
     scheduler = dict(SCHEDULER_CONFIG)
     if name is not None:
         scheduler["flow_shift"] = architectures()["architectures"][name]["flow_shift"]
+    known = architectures()["architectures"].get(name or "", {}).get("boundary_ratio")
+    low_noise = None
+    if low_noise_model is not None:
+        low_noise = load_wan_transformer(low_noise_model, dtype_t, keep_fp8, device)
+        if dict(low_noise.config) != dict(transformer.config):
+            raise ModelLoadError(f"{low_noise_model} is not the same architecture as {diffusion_model}: give the "
+                                 "low-noise and high-noise experts of one Wan 2.2 A14B model")
+        if boundary_ratio is None and known is None:
+            raise ModelLoadError(f"{diffusion_model} is not a two-expert Wan (Wan 2.2 A14B): load it without "
+                                 "low_noise_model, or pass boundary_ratio")
+    boundary = boundary_ratio if boundary_ratio is not None else known
+    if backbone is None:
+        expert = "high" if low_noise_model is not None else expert_of(diffusion_model) if boundary else None
+        sigmas = {"high": (boundary, 1.0), "low": (0.0, boundary)}.get(expert, (0.0, 1.0))
+        if expert == "low":
+            logger.warning("%s is Wan 2.2's low-noise expert, which refines detail; a motion LoRA belongs on the "
+                           "high-noise expert, which lays out the motion", Path(diffusion_model).name)
+        backbone = Wan(sigma_range=sigmas) if placement is None else Wan(placement=placement, sigma_range=sigmas)
     text = text if text is not None else TextEmbeddings()
     return VideoModel(transformer, load_wan_vae(vae, dtype_t, device), text.to(device), None, scheduler,
-                      backbone or Wan(), str(diffusion_model), dtype_t)
+                      backbone, str(diffusion_model), dtype_t, low_noise, boundary if low_noise is not None else None)
+
+
+def expert_of(path: str | Path) -> str | None:
+    """"high" or "low" for a Wan 2.2 expert's file as ComfyUI names them (`wan2.2_t2v_high_noise_14B_...`)."""
+    name = Path(path).name.lower()
+    return "high" if "high_noise" in name else "low" if "low_noise" in name else None

@@ -87,7 +87,8 @@ class WanLoadModel:
         return {"required": {
             "diffusion_model": (comfy.model_file_names("diffusion_models") or ["(none in models/diffusion_models)"], {
                 "tooltip": "A Wan text-to-video diffusion model, e.g. wan2.1_t2v_1.3B_fp16.safetensors (the "
-                           "file UNETLoader loads; 14B and fp8 files too)."}),
+                           "file UNETLoader loads; 14B and fp8 files too). Wan 2.2 A14B: its high_noise file, which lays "
+                           "out the motion (trained on the high-noise timesteps only)."}),
             "vae": (comfy.model_file_names("vae") or ["(none in models/vae)"], {
                 "tooltip": "The Wan VAE, e.g. wan_2.1_vae.safetensors."}),
             "placement": (PLACEMENTS, {"default": "b", "tooltip": "Where the LoRAs sit. b: motion on "
@@ -100,7 +101,6 @@ class WanLoadModel:
     def load(self, diffusion_model: str, vae: str, placement: str = "b", dtype: str = "auto"):
         import torch
 
-        from ..motion_lora.backbones import Wan
         from ..motion_lora.patched_model import PatchedModel
         from ..motion_lora.wan_files import load_wan_files
 
@@ -110,7 +110,7 @@ class WanLoadModel:
         with torch.inference_mode(False):  # weights made under inference mode could never train
             model = load_wan_files(comfy.model_file_path("diffusion_models", diffusion_model),
                                    comfy.model_file_path("vae", vae), dtype=dtype, device=device,
-                                   backbone=Wan(placement=placement))
+                                   placement=placement)
         return (PatchedModel(model),)
 
 

@@ -266,3 +266,79 @@ def test_fp16_folder_keeps_umt5_feed_forward_output_in_fp32(wan, tmp_path):
     ff = loaded.text_encoder.encoder.block[0].layer[-1].DenseReluDense
     assert ff.wo.weight.dtype == torch.float32 and ff.wi_0.weight.dtype == torch.float16
     assert torch.isfinite(loaded.encode_prompt("a car").float()).all()
+
+
+# --- Wan 2.2 A14B: two experts --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_experts(wan):
+    """The tiny Wan with a second, differently seeded transformer as its low-noise expert."""
+    from dataclasses import replace
+
+    low = build_tiny_wan(seed=1).unet
+    return replace(wan, low_noise_unet=low, boundary_ratio=0.6)
+
+
+@pytest.mark.parametrize("scheduler", ["unipc", "euler"])
+def test_two_expert_sampling_matches_wan_pipeline(two_experts, scheduler):
+    """WanPipeline's A14B rule: transformer for t >= boundary_ratio * 1000, transformer_2 (at guidance_scale_2)
+    below; 4 steps with boundary 0.6 run both experts."""
+    from diffusers import WanPipeline
+
+    m = two_experts
+    pipe = WanPipeline(tokenizer=m.tokenizer, text_encoder=m.text_encoder, vae=m.vae, transformer=m.unet,
+                       transformer_2=m.low_noise_unet, boundary_ratio=m.boundary_ratio,
+                       scheduler=make_scheduler(scheduler, m.scheduler_config, m.backbone))
+    pipe.set_progress_bar_config(disable=True)
+    want = pipe("the red car moves left", negative_prompt="static", height=32, width=32, num_frames=5,
+                num_inference_steps=4, guidance_scale=5.0, guidance_scale_2=3.0,
+                generator=torch.Generator().manual_seed(3), output_type="latent").frames
+    got = sample_latents(m, "the red car moves left", "static", steps=4, guidance=5.0, guidance_low_noise=3.0, seed=3,
+                         scheduler=scheduler, **SMALL)
+    assert (got - want).abs().max() < 1e-5
+    one = sample_latents(replace_low(m, None), "the red car moves left", "static", steps=4, guidance=5.0, seed=3,
+                         scheduler=scheduler, **SMALL)
+    assert (got - one).abs().max() > 1e-3  # the low-noise expert did run
+
+
+def replace_low(model, low):
+    from dataclasses import replace
+
+    return replace(model, low_noise_unet=low, boundary_ratio=None if low is None else model.boundary_ratio)
+
+
+def test_two_expert_adapters_go_on_the_high_noise_expert_only(two_experts):
+    m = two_experts
+    ad.inject(m.unet, m.backbone, "tmp", ad.TEMPORAL, rank=2)
+    g = torch.Generator().manual_seed(0)
+    tensors = {k: (torch.randn(v.shape, generator=g) if ".lora_B." in k else v)
+               for k, v in ad.get_tensors(m.unet, "tmp").items()}
+    ad.remove(m.unet, "tmp")
+    adapter = ad.LoraAdapter(ad.TEMPORAL, 2, 2.0, tensors, m.fingerprint)
+    low_before = {k: v.clone() for k, v in m.low_noise_unet.state_dict().items()}
+    seen = []
+    hook = m.low_noise_unet.register_forward_pre_hook(
+        lambda module, args: seen.append(any("lora" in n for n, _ in module.named_modules())))
+    try:
+        base = sample_latents(m, "a car", steps=4, guidance=1.0, seed=0, **SMALL)
+        moved = sample_latents(m, "a car", steps=4, guidance=1.0, seed=0, adapters=[(adapter, 1.0)], **SMALL)
+    finally:
+        hook.remove()
+    assert (moved - base).abs().max() > 1e-3
+    assert seen and not any(seen)  # the low-noise expert ran, never with a LoRA in it
+    assert all(torch.equal(v, low_before[k]) for k, v in m.low_noise_unet.state_dict().items())
+
+
+def test_two_expert_folder_saves_and_loads_as_wan_pipeline_lays_it_out(two_experts, tmp_path):
+    import json
+
+    folder = two_experts.save(tmp_path / "a14b_tiny")
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["transformer_2"] == ["diffusers", "WanTransformer3DModel"] and index["boundary_ratio"] == 0.6
+    loaded = load_model(folder, dtype="fp32")
+    assert loaded.boundary_ratio == 0.6
+    a, b = two_experts.low_noise_unet.state_dict(), loaded.low_noise_unet.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    plain = build_tiny_wan(seed=0).save(tmp_path / "one_expert")
+    assert load_model(plain, dtype="fp32").low_noise_unet is None

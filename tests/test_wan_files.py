@@ -145,3 +145,45 @@ def test_bundle_from_files_samples_with_text_from_elsewhere(wan, files):
     got = sample_latents(model, "a car", steps=2, guidance=3.0, width=32, height=32, frames=5)
     want = sample_latents(wan, "a car", steps=2, guidance=3.0, width=32, height=32, frames=5)
     assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_a14b_experts_from_comfyui_files_train_high_noise_and_sample_both(wan, files, tmp_path, caplog):
+    """Two expert files make one two-expert model; which expert a lone A14B file is comes from ComfyUI's
+    file name, and sets the training sigmas (high noise: at or above the boundary)."""
+    from motion_lora.wan_files import expert_of, load_wan_files
+
+    high = files / "diffusion_models" / "tiny_wan_fp32.safetensors"
+    other = tmp_path / "other_arch.safetensors"
+    save_wan_transformer(build_tiny_wan(seed=1).unet, tmp_path / "wan2.2_t2v_low_noise_14B_fp16.safetensors")
+    vae = next((files / "vae").iterdir())
+    model = load_wan_files(high, vae, dtype="fp32", low_noise_model=tmp_path / "wan2.2_t2v_low_noise_14B_fp16.safetensors",
+                           boundary_ratio=0.875)
+    assert model.low_noise_unet is not None and model.boundary_ratio == 0.875
+    assert model.backbone.sigma_range == (0.875, 1.0)
+    with pytest.raises(ModelLoadError, match="not a two-expert Wan"):  # the tiny layout is no A14B
+        load_wan_files(high, vae, dtype="fp32", low_noise_model=tmp_path / "wan2.2_t2v_low_noise_14B_fp16.safetensors")
+    from diffusers import WanTransformer3DModel
+
+    from motion_lora.tiny_wan import TRANSFORMER_CONFIG
+
+    save_wan_transformer(WanTransformer3DModel(**{**TRANSFORMER_CONFIG, "num_layers": 1}), other)
+    with pytest.raises(ModelLoadError, match="not the same architecture"):
+        load_wan_files(high, vae, dtype="fp32", low_noise_model=other, boundary_ratio=0.875)
+    assert expert_of("wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors") == "high"
+    assert expert_of("models/diffusion_models/wan2.2_t2v_low_noise_14B_fp16.safetensors") == "low"
+    assert expert_of("wan2.1_t2v_1.3B_fp16.safetensors") is None
+    assert load_wan_files(high, vae, dtype="fp32").backbone.sigma_range == (0.0, 1.0)
+
+
+def test_lone_a14b_expert_file_trains_on_its_own_timesteps(wan, files, tmp_path, monkeypatch, caplog):
+    import motion_lora.wan_files as wf
+
+    monkeypatch.setattr(wf, "architecture_name", lambda config: "wan2.2_t2v_A14B")  # a real one is 14B
+    vae = next((files / "vae").iterdir())
+    for name, sigmas in (("wan2.2_t2v_high_noise_14B_fp16.safetensors", (0.875, 1.0)),
+                         ("wan2.2_t2v_low_noise_14B_fp16.safetensors", (0.0, 0.875))):
+        save_wan_transformer(wan.unet, tmp_path / name)
+        model = wf.load_wan_files(tmp_path / name, vae, dtype="fp32", placement="c")
+        assert model.backbone.sigma_range == sigmas and model.backbone.placement == "c"
+        assert model.low_noise_unet is None
+    assert "low-noise expert" in caplog.text and "high-noise expert" in caplog.text
