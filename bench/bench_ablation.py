@@ -63,9 +63,7 @@ def plain_targets(unet) -> list[str]:
 
 def train_plain(model, clips, steps: int, rank: int, lr: float, seed: int, dropout: float = 0.1) -> str:
     """The straightforward loop: one LoRA, whole clips, plain loss; returns the adapter's name (left in the UNet)."""
-    from diffusers import DDPMScheduler
-
-    from motion_lora.losses import diffusion_target, mse
+    from motion_lora.losses import mse
 
     unet, backbone = model.unet, model.backbone
     torch.manual_seed(seed)
@@ -78,14 +76,14 @@ def train_plain(model, clips, steps: int, rank: int, lr: float, seed: int, dropo
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
-    scheduler = DDPMScheduler.from_config(model.scheduler_config)
+    objective = backbone.objective(model.scheduler_config)
     unet.train()
     for _ in range(steps):
         latents, text = cache[int(torch.randint(len(cache), (1,), generator=generator))]
         noise = torch.randn(latents.shape, generator=generator)
-        t = torch.randint(scheduler.config.num_train_timesteps, (1,), generator=generator)
-        pred = backbone.predict(unet, scheduler.add_noise(latents, noise, t), t, text)
-        loss = mse(pred, diffusion_target(scheduler, latents, noise, t))
+        t = objective.sample_timesteps(1, generator)
+        pred = backbone.predict(unet, objective.add_noise(latents, noise, t), t, text)
+        loss = mse(pred, objective.target(latents, noise, t))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
