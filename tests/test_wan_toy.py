@@ -31,6 +31,24 @@ def test_pixel_vae_is_lossless(toy_wan):
     assert images.shape == (9, 48, 1, 8, 8)
 
 
+def test_transformer_is_wide_enough_to_carry_a_patch_of_noise(toy_wan):
+    """A token holds patch x channels latent values (2x2x48 = 192); a narrower transformer cannot pass the
+    noise through to its velocity output, and its samples stay noise (the width-128 toy did exactly that)."""
+    cfg = toy_wan.unet.config
+    token_values = cfg.in_channels * cfg.patch_size[0] * cfg.patch_size[1] * cfg.patch_size[2]
+    assert cfg.num_attention_heads * cfg.attention_head_dim >= token_values
+
+
+def test_pretraining_draws_every_noise_level():
+    """Uniform sigmas, not the fine-tuning shift (which almost never draws the last, low-noise steps)."""
+    objective = wan_toy.build_toy_wan(seed=0).backbone.objective({})
+    t = wan_toy._pretraining_timesteps(objective, 20000, torch.Generator().manual_seed(0))
+    low = float((t < 200).float().mean())
+    assert 0.18 < low < 0.22 and float(t.min()) >= 0 and float(t.max()) <= 1000
+    shifted = objective.sample_timesteps(20000, torch.Generator().manual_seed(0))
+    assert float((shifted < 200).float().mean()) < 0.02  # why pretraining does not use it
+
+
 def test_learnt_vae_option_has_wan_latents():
     """The AutoencoderKLWan option: 4x in space, none in time; the causal VAE encodes the first frame alone."""
     model = wan_toy.build_toy_wan(seed=0, learnt_vae=True)

@@ -7,14 +7,15 @@ Unigram tokenizer as UMT5's), sized so that pretraining takes minutes on one CPU
   a CPU-sized `AutoencoderKLWan` (`learnt_vae=True`, `VAE_CONFIG`: 4x in space, none in time, causal as Wan's)
   collapsed in this budget to a decoder that outputs the background whatever the latents, and a Wan VAE with
   4x temporal compression would also have to learn to pack four frames of motion into one latent frame;
-- the transformer has 2 blocks of width 128 (2 heads of 64), 2x2 patches: 16 tokens a frame, 144 a clip;
+- the transformer has 2 blocks of width 256 (4 heads of 64, wider than a 2x2 patch of 48-channel latents),
+  2x2 patches: 16 tokens a frame, 144 a clip;
 - the text encoder is one small UMT5 layer with random, fixed weights over a word-level vocabulary (every
   world word is one token); the transformer's text projection and cross-attention learn to read it, and
   prompts are encoded once and cached during pretraining.
 
 `build_toy_wan` gives the untrained model, `load_toy_wan` a pretrained one; `pretrain_toy_wan` trains (with
-`learnt_vae`, the VAE first) the transformer with the backbone's own flow-matching objective (`Wan.objective`:
-shifted sigmas, velocity target) on the seen motions, 10 % empty prompts for classifier-free guidance, and saves
+`learnt_vae`, the VAE first) the transformer with the backbone's own flow-matching objective (`Wan.objective`: velocity target;
+sigmas uniform, not the fine-tuning shift, see `_pretraining_timesteps`) on the seen motions, 10 % empty prompts for classifier-free guidance, and saves
 the exponential moving average. `python -m motion_lora.toyworld.wan_toy --output DIR` runs it and then measures
 the prompt following (`--eval-only` measures only).
 """
@@ -44,13 +45,13 @@ FRAMES = 9  # 1 + 4n, as Wan's VAE requires
 
 TRANSFORMER_CONFIG = dict(
     patch_size=(1, 2, 2),
-    num_attention_heads=2,
-    attention_head_dim=64,
+    num_attention_heads=4,  # width 256: wider than a token's 2x2x48 = 192 latent values, or the transformer
+    attention_head_dim=64,  # cannot carry the noise through and its samples stay noise (width 128 did that)
     in_channels=8,
     out_channels=8,
     text_dim=32,
     freq_dim=64,
-    ffn_dim=256,
+    ffn_dim=512,
     num_layers=2,
     cross_attn_norm=True,
     qk_norm="rms_norm_across_heads",
@@ -327,7 +328,7 @@ def train_transformer(model: VideoModel, config: WanPretrainConfig, rng: random.
         x0 = latents[idx]
         text = torch.stack([texts["" if rng.random() < config.empty_prompt_prob else prompts[i]] for i in idx])
         noise = torch.randn(x0.shape, generator=generator)
-        t = objective.sample_timesteps(config.batch, generator)
+        t = _pretraining_timesteps(objective, config.batch, generator)
         pred = model.backbone.predict(transformer, objective.add_noise(x0, noise, t), t, text)
         loss = F.mse_loss(pred, objective.target(x0, noise, t))
         opt.zero_grad(set_to_none=True)
@@ -349,6 +350,15 @@ def train_transformer(model: VideoModel, config: WanPretrainConfig, rng: random.
         if step == config.stop_after:
             break
     transformer.eval().requires_grad_(False)
+
+
+def _pretraining_timesteps(objective, n: int, generator: torch.Generator) -> torch.Tensor:
+    """Uniform sigmas in [0, 1], in the transformer's units.
+
+    The backbone's shifted sampling (shift 3) is a fine-tuning recipe for a model that already denoises at
+    every noise level: it draws a sigma below 0.2 less than once in a hundred, so a model pretrained on it
+    never learns the last steps and its samples keep their noise. Pretraining from scratch covers all."""
+    return torch.rand(n, generator=generator) * objective.num_train_timesteps
 
 
 def _save(model: VideoModel, ema, output: Path, config: WanPretrainConfig, step: int) -> None:
