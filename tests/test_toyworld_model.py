@@ -12,14 +12,14 @@ pytestmark = pytest.mark.skipif(not (WEIGHTS / "model_index.json").is_file(), re
 
 # Margins set from measured spreads (toy model as shipped, one CPU thread):
 # - noise prior: mean motion fidelity over EVAL_OBJECTS, base vs noise prior 0.5, sample seeds 1000-1004 on
-#   zig-zag and circle: base -0.19..0.22, prior 0.45..0.91, smallest gap per seed 0.45 -> PRIOR_GAIN 0.3;
+#   zig-zag and circle: base -0.17..0.09, prior 0.21..0.41, smallest gap per seed 0.19 -> PRIOR_GAIN 0.1;
 # - customisation: the clip's flow-free denoising loss with the motion LoRA alone over the base's, after
-#   100 steps (the demo's settings), training seeds 0-2 on zig-zag and circle: 0.86..0.94 -> LOSS_RATIO 0.97.
-# Motion fidelity of the LoRA alone on other prompts is NOT tested: on this under-trained toy model it is
-# not above the base model's over seeds (README, "Toy world"), and a test pinned to a lucky seed proves
-# nothing.
-PRIOR_GAIN = 0.3
-LOSS_RATIO = 0.97
+#   100 steps (the demo's settings), training seeds 0-2 on zig-zag and circle: 0.24..0.41 -> LOSS_RATIO 0.6.
+# Motion fidelity of the LoRA alone on other prompts is NOT tested: on this toy model it is not above the
+# base model's over seeds (README, "Toy world": the LoRA fits the clip but does not carry its motion to
+# other prompts), and a test pinned to a lucky seed proves nothing.
+PRIOR_GAIN = 0.1
+LOSS_RATIO = 0.6
 EVAL_OBJECTS = [("blue", "circle", "black"), ("yellow", "triangle", "black"), ("green", "circle", "gray")]
 
 

@@ -11,7 +11,7 @@ def add_parsers(sub, cmd_toyworld, cmd_metrics) -> None:
 
     w = sub.add_parser("toyworld", help="the toy world: pretrain its model, measure it, render clips")
     w_sub = w.add_subparsers(dest="toy_command", required=True)
-    p = w_sub.add_parser("pretrain", help="pretrain the toy model from scratch (about 45 min on a busy 2-core CPU)")
+    p = w_sub.add_parser("pretrain", help="pretrain the toy model from scratch (86 min on one thread of a busy 2-core CPU)")
     p.add_argument("--output", help="diffusers folder to write (default: the shipped motion_lora/toyworld/model)")
     p.add_argument("--vae-steps", type=int)
     p.add_argument("--unet-steps", type=int)

@@ -2,10 +2,10 @@
 
 One seeded command (`python -m motion_lora toyworld pretrain`) makes the shipped weights: every
 draw comes from the seed, so the same torch build and thread count should give them again (not
-checked bit for bit: one 40-minute run fit in the time). Clips are rendered on the fly, so
+checked bit for bit: the shipped run took 86 min on one thread of a busy 2-core CPU). Clips are rendered on the fly, so
 the model never sees the same clip twice and never sees a held-out motion. The UNet is
 trained as ZeroScope was: epsilon prediction under ZeroScope's own noise schedule, with
-10 % empty prompts so classifier-free guidance works; the saved UNet is an exponential
+Min-SNR weighting and 10 % empty prompts so classifier-free guidance works; the saved UNet is an exponential
 moving average of the trained one, which samples much better after a short run.
 """
 
