@@ -33,8 +33,8 @@ PLACEMENTS: dict[str, dict[str, tuple[str, ...]]] = {
     # (c) as (b), temporal on q/k only: motion as the attention pattern
     "c": {"spatial": tuple(f"attn1.{n}" for n in ATTN) + FFN, "temporal": ("attn1.to_q", "attn1.to_k")},
 }
-# PROVISIONAL: "b". The toy-world comparison (bench/bench_wan_placement.py, README) found no winner yet: the toy
-# Wan does not follow motion well enough for any placement to learn a held-out one (issue 11).
+# PROVISIONAL: "b". The toy-world comparison (bench/bench_wan_placement.py, README) found no winner yet: on the
+# (fixed) toy Wan no placement learns a held-out motion; "c" leaked most, "a" and "b" alike (issue 11).
 DEFAULT_PLACEMENT = "b"
 
 MAX_TEXT_TOKENS = 512  # WanPipeline's max_sequence_length
