@@ -38,6 +38,7 @@ from ..backbones import Wan
 from ..model import VideoModel
 from .evaluate import GUIDANCE, SAMPLE_STEPS
 from .evaluate import prompt_following as _prompt_following
+from .pretrain import _log
 from .world import BACKGROUNDS, COLOURS, MOTIONS, SEEN, SHAPES, SIZE, ToyClip, render
 
 TOY_WAN_NAME = "toyworld-wan (Wan-architecture toy model, 32x32, 9 frames)"
@@ -222,13 +223,6 @@ class WanPretrainConfig:
     stop_after: int = 0  # stop (and save) after this many transformer steps of the `steps`-long schedule; 0: run it all
     seed: int = 0
     save_every: int = 500
-
-
-def _log(path: Path | None, text: str) -> None:
-    print(text, flush=True)
-    if path is not None:
-        with path.open("a") as f:
-            f.write(text + "\n")
 
 
 def _pixels(clips) -> torch.Tensor:
