@@ -110,3 +110,18 @@ def linear_fingerprint(family: str, unet: nn.Module, targets: Sequence[str]) -> 
         layer = getattr(layer, "base_layer", layer)  # a peft-wrapped linear
         h.update(f"{name}:{layer.in_features}x{layer.out_features};".encode())
     return f"{family}-{h.hexdigest()[:16]}"
+
+
+class FramesOnAxis2:
+    """Latents laid out `[batch, channels, frames, h, w]`, as both ZeroScope's UNet3D and Wan's DiT take them:
+    the frame-axis facts of `Backbone`, written once."""
+
+    frame_dim = 2
+
+    def select_frames(self, latents: torch.Tensor, index: int | slice) -> torch.Tensor:
+        if isinstance(index, int):
+            index = slice(index, index + 1)
+        return latents[:, :, index]
+
+    def frame_axis(self) -> int:
+        return self.frame_dim

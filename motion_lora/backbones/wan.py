@@ -20,7 +20,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .base import linear_fingerprint
+from .base import FramesOnAxis2, linear_fingerprint
 
 ATTN = ("to_q", "to_k", "to_v", "to_out.0")  # diffusers names of a WanAttention's linears
 FFN = ("ffn.net.0.proj", "ffn.net.2")
@@ -134,7 +134,7 @@ def _block_index(path: str) -> int:
     return int(path.split(".")[1])
 
 
-class Wan:
+class Wan(FramesOnAxis2):
     """Backbone facts for `WanTransformer3DModel` models (Wan 2.1 T2V 1.3B / 14B, Wan 2.2 TI2V-5B / A14B).
 
     `placement` chooses where the two LoRA paths sit (`PLACEMENTS`; the default is provisional until the
@@ -144,7 +144,6 @@ class Wan:
     name = "wan"
     unet_class = "WanTransformer3DModel"
     denoiser_folder = "transformer"  # model_index.json names the denoiser "transformer", not "unet"
-    frame_dim = 2
     spatial_reuses_clip_noise = False  # a later latent frame summarises 4 video frames: not an image
     supports_noise_prior = False  # the noise prior inverts with DDIM, which has no meaning for a flow model
     schedulers = SCHEDULERS
@@ -279,14 +278,6 @@ class Wan:
         z = latents.float() * std + mean
         pixels = vae.decode(z.to(vae.device, vae.dtype)).sample.float()[0]  # [3, F, H, W] in -1..1
         return (pixels / 2 + 0.5).clamp(0, 1).permute(1, 2, 3, 0).cpu()
-
-    def select_frames(self, latents: torch.Tensor, index) -> torch.Tensor:
-        if isinstance(index, int):
-            index = slice(index, index + 1)
-        return latents[:, :, index]
-
-    def frame_axis(self) -> int:
-        return self.frame_dim
 
     # --- denoiser ---------------------------------------------------------------------------------
     def predict(self, unet, latents: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:

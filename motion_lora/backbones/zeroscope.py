@@ -14,7 +14,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
-from .base import linear_fingerprint
+from .base import FramesOnAxis2, linear_fingerprint
 
 SPATIAL_PARENT = "Transformer2DModel"
 TEMPORAL_PARENT = "TransformerTemporalModel"
@@ -123,12 +123,11 @@ class DDPMObjective:
         return self.scheduler.get_velocity(latents, noise, t)
 
 
-class ZeroScope:
+class ZeroScope(FramesOnAxis2):
     """Backbone facts for `UNet3DConditionModel` models (ZeroScope v2, ModelScope T2V)."""
 
     name = "unet3d"
     unet_class = "UNet3DConditionModel"
-    frame_dim = 2  # latents are [batch, channels, frames, h, w]
     spatial_reuses_clip_noise = True  # a latent frame is one video frame: the spatial path takes frame i of the clip
 
     def matches(self, unet: nn.Module) -> bool:
@@ -201,14 +200,6 @@ class ZeroScope:
         parts = [vae.decode(flat[i : i + chunk]).sample.float() for i in range(0, flat.shape[0], chunk)]
         pixels = torch.cat(parts)  # [F, 3, H, W] in -1..1
         return (pixels / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu()
-
-    def select_frames(self, latents: torch.Tensor, index) -> torch.Tensor:
-        if isinstance(index, int):
-            index = slice(index, index + 1)
-        return latents[:, :, index]
-
-    def frame_axis(self) -> int:
-        return self.frame_dim
 
     def image_latents(self, vae, frames: torch.Tensor, clip_latents: torch.Tensor, generator=None) -> torch.Tensor:
         """The clip's own latents split per frame, `[F, C, 1, h, w]`: the VAE encodes each frame alone anyway."""
