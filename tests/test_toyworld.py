@@ -24,6 +24,18 @@ def test_objects_stay_inside_the_frame(motion):
         assert torch.allclose(clip.centres - clip.centres[0], offsets(motion), atol=1e-4)
 
 
+@pytest.mark.parametrize("motion", list(MOTIONS))
+def test_every_motion_is_staged_near_the_centre_of_its_path(motion):
+    """Starts lie within JITTER of the start that centres the path, not anywhere it fits: a motion word then
+    means one recognisable path, which a CPU-sized model can learn (see `world.start_position`)."""
+    from motion_lora.toyworld.world import start_range
+
+    centred = torch.tensor([(lo + hi) / 2 for lo, hi in start_range(motion)])
+    starts = torch.stack([render("red", "square", motion, "gray", seed=seed).centres[0] for seed in range(40)])
+    assert ((starts - centred).abs() <= 2.0 + 1e-4).all()  # the README's "within 2 pixels"
+    assert (starts.std(dim=0) > 0.5).all()  # still drawn from the seed, in both axes
+
+
 def test_unknown_attributes_are_named():
     with pytest.raises(ValueError, match="unknown colour 'purple'"):
         render("purple", "circle", "left", "gray")
@@ -197,3 +209,49 @@ def test_ablation_bench_plain_lora_loop_trains(tiny_model):
     tensors = adapters.get_tensors(tiny_model.unet, name)
     assert any(k.endswith("lora_B.weight") and v.abs().max() > 0 for k, v in tensors.items())
     adapters.remove(tiny_model.unet, name)
+
+
+def _encode(model, prompts):
+    ids = model.tokenizer(prompts, padding="max_length", max_length=model.tokenizer.model_max_length,
+                          truncation=True, return_tensors="pt").input_ids
+    with torch.no_grad():
+        return model.text_encoder(ids)[0]
+
+
+def test_the_untrained_text_encoder_starts_with_words_far_apart():
+    """Word embeddings start far apart, as a pretrained CLIP's are. From CLIP's std 0.02 (words 0.15 apart)
+    pretraining grew the colour words and left the motion words where they were, so the trained encoder's
+    outputs for "left" and "right" ended 0.2 apart against 2 to 6 for two colours and the UNet never used
+    the motion word (the shipped model of 2026-11 followed the seed's noise, not the motion word)."""
+    from motion_lora.toyworld.model import build_toy_model
+    from motion_lora.toyworld.world import SEEN
+
+    model = build_toy_model()
+    words = sorted({w for phrase in SEEN.values() for w in phrase.split()} - {"moving"})
+    ids = [model.tokenizer.convert_tokens_to_ids(w + "</w>") for w in words]
+    vectors = model.text_encoder.get_input_embeddings().weight[ids].detach()
+    gaps = torch.cdist(vectors, vectors) + torch.eye(len(ids)) * 1e9
+    assert gaps.min() > 2.0, (words, gaps.min())
+    h = _encode(model, ["a red circle moving left on a gray background",
+                        "a red circle moving right on a gray background"])
+    assert (h[0] - h[1]).norm(dim=-1).max() > 3.0
+
+
+def test_pretraining_weighs_the_noisiest_steps_by_their_clean_clip_error():
+    """The high-noise floor: the clean-clip error of every timestep weighs at least `floor`, so the epsilon-loss
+    weight is 1 / SNR where SNR < 1 (213 at t = 999); Min-SNR's clipping at gamma stays for the clean end."""
+    from diffusers import DDPMScheduler
+
+    from motion_lora.tiny import SCHEDULER_CONFIG
+    from motion_lora.toyworld.pretrain import _snr_weight
+
+    scheduler = DDPMScheduler.from_config(SCHEDULER_CONFIG)
+    t = torch.tensor([0, 200, 600, 999])
+    alpha = scheduler.alphas_cumprod[t]
+    snr = alpha / (1 - alpha)
+    torch.testing.assert_close(_snr_weight(scheduler, t, 5.0, 1.0), snr.clamp(1.0, 5.0) / snr)
+    torch.testing.assert_close(_snr_weight(scheduler, t, 5.0, 0.0), snr.clamp(max=5.0) / snr)
+    assert _snr_weight(scheduler, t, 5.0, 1.0)[-1] > 100 and _snr_weight(scheduler, t, 5.0, 0.0)[-1] == 1.0
+    from motion_lora.toyworld.pretrain import PretrainConfig
+
+    assert PretrainConfig().high_noise_floor == 1.0  # the shipped weights' setting (pretrain.json)

@@ -11,12 +11,13 @@ def add_parsers(sub, cmd_toyworld, cmd_metrics) -> None:
 
     w = sub.add_parser("toyworld", help="the toy world: pretrain its model, measure it, render clips")
     w_sub = w.add_subparsers(dest="toy_command", required=True)
-    p = w_sub.add_parser("pretrain", help="pretrain the toy model from scratch (86 min on one thread of a busy 2-core CPU)")
+    p = w_sub.add_parser("pretrain", help="pretrain the toy model from scratch (51 min on a 2-core CPU)")
     p.add_argument("--output", help="diffusers folder to write (default: the shipped motion_lora/toyworld/model)")
     p.add_argument("--vae-steps", type=int)
     p.add_argument("--unet-steps", type=int)
     p.add_argument("--seed", type=int)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: on a shared 2-core box more is slower)")
+    p.add_argument("--high-noise-floor", type=float, help="least clean-clip loss weight (default 1; 0: plain Min-SNR)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, every core)")
     p.add_argument("--log", help="append progress lines to this file too")
     e = w_sub.add_parser("eval", help="share of seen colour x shape x motion prompts the model renders correctly")
     e.add_argument("--model", default="toyworld", help="'toyworld' (shipped) or a diffusers folder")
@@ -46,7 +47,7 @@ def run(args) -> int:
         from .pretrain import PretrainConfig, pretrain
 
         config = PretrainConfig()
-        overrides = {k: getattr(args, k) for k in ("vae_steps", "unet_steps", "seed") if getattr(args, k) is not None}
+        overrides = {k: getattr(args, k) for k in ("vae_steps", "unet_steps", "seed", "high_noise_floor") if getattr(args, k) is not None}
         pretrain(args.output or WEIGHTS, replace(config, **overrides), log=args.log, threads=args.threads)
         return 0
     if args.toy_command == "eval":

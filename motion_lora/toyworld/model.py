@@ -24,6 +24,7 @@ from .world import BACKGROUNDS, COLOURS, MOTIONS, SHAPES
 TOY_NAME = "toyworld (pretrained toy model, 32x32, 8 frames)"
 WEIGHTS = Path(__file__).resolve().parent / "model"
 MAX_TOKENS = 20
+WORD_STD = 1.0  # initial std of the text encoder's word embeddings
 
 UNET_CONFIG = dict(
     block_out_channels=(32, 64),
@@ -91,9 +92,16 @@ def build_tokenizer():
 
 
 def build_toy_model(seed: int = 0) -> VideoModel:
-    """The untrained toy model (fp32, CPU), weights drawn from `seed`."""
+    """The untrained toy model (fp32, CPU), weights drawn from `seed`.
+
+    The word embeddings start far apart (std `WORD_STD`), as a pretrained CLIP's are. At CLIP's initial std
+    of 0.02 the motion words stayed where they started while the colour words grew: "left" and "right" ended
+    0.2 apart in the encoder's output against 2 to 6 for two colours, the UNet could not tell the motions
+    apart, and so never sent the words a gradient that would have pushed them apart."""
     tokenizer = build_tokenizer()
     unet, vae, text_encoder = build_parts(UNET_CONFIG, VAE_CONFIG, TEXT_CONFIG, tokenizer, seed)
+    with torch.no_grad():  # word vectors of norm ~ sqrt(32), not CLIP's std 0.02 (see the docstring)
+        text_encoder.get_input_embeddings().weight.normal_(0.0, WORD_STD, generator=torch.Generator().manual_seed(seed))
     return VideoModel(unet, vae, text_encoder, tokenizer, dict(SCHEDULER_CONFIG), ZeroScope(), "toyworld")
 
 

@@ -29,6 +29,7 @@ HELD_OUT = {"zigzag": "moving in a zig-zag", "circle": "moving in a circle", "bo
             "speedup": "speeding up"}
 MOTIONS = {**SEEN, **HELD_OUT}
 STEP = 2.0  # pixels per frame of the straight motions
+JITTER = 2.0  # pixels a clip's start may lie off the one that centres its path (see `start_position`)
 
 
 def offsets(motion: str, frames: int = FRAMES) -> torch.Tensor:
@@ -107,16 +108,33 @@ def start_range(motion: str, frames: int = FRAMES, size: int = SIZE) -> tuple[tu
     return tuple((lo - float(off[:, k].min()), hi - float(off[:, k].max())) for k in range(2))  # type: ignore
 
 
+def start_position(motion: str, seed: int = 0, frames: int = FRAMES, size: int = SIZE) -> tuple[float, float]:
+    """The first frame's centre: the one that centres the motion's path in the frame, moved by up to `JITTER`.
+
+    Staged, as a camera operator frames a shot, rather than anywhere the path fits: drawn uniformly over
+    the whole `start_range`, "moving right" started anywhere in a third of the width and anywhere in
+    height, so the average clip for a motion word was a faint smear, and a toy model learnt the colours,
+    shapes and backgrounds but never what the motion word draws. Measured on that world: the UNet3D toy
+    and the Wan toy predicted no drift at all at the highest noise, where the data's mean moves 2.5
+    latent pixels."""
+    rng = random.Random(seed)
+    centred = []
+    for lo, hi in start_range(motion, frames, size):
+        mid = (lo + hi) / 2
+        reach = min(JITTER, max(0.0, (hi - lo) / 2))
+        centred.append(rng.uniform(mid - reach, mid + reach))
+    return centred[0], centred[1]
+
+
 def render(colour: str, shape: str, motion: str, background: str, seed: int = 0, frames: int = FRAMES,
            size: int = SIZE, start: tuple[float, float] | None = None) -> ToyClip:
-    """The clip, exactly: the same arguments give the same pixels. `seed` picks the start position."""
+    """The clip, exactly: the same arguments give the same pixels. `seed` picks the start position
+    (`start_position`)."""
     for name, value, choices in (("colour", colour, COLOURS), ("background", background, BACKGROUNDS)):
         if value not in choices:
             raise ValueError(f"unknown {name} {value!r}: choose one of {', '.join(choices)}")
     if start is None:
-        rng = random.Random(seed)
-        (x_lo, x_hi), (y_lo, y_hi) = start_range(motion, frames, size)
-        start = (rng.uniform(x_lo, max(x_lo, x_hi)), rng.uniform(y_lo, max(y_lo, y_hi)))
+        start = start_position(motion, seed, frames, size)
     centres = offsets(motion, frames) + torch.tensor(start, dtype=torch.float32)
     video = torch.tensor(BACKGROUNDS[background]).expand(frames, size, size, 3).clone()
     rgb = torch.tensor(COLOURS[colour])
