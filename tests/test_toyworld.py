@@ -211,13 +211,6 @@ def test_ablation_bench_plain_lora_loop_trains(tiny_model):
     adapters.remove(tiny_model.unet, name)
 
 
-def _encode(model, prompts):
-    ids = model.tokenizer(prompts, padding="max_length", max_length=model.tokenizer.model_max_length,
-                          truncation=True, return_tensors="pt").input_ids
-    with torch.no_grad():
-        return model.text_encoder(ids)[0]
-
-
 def test_the_untrained_text_encoder_starts_with_words_far_apart():
     """Word embeddings start far apart, as a pretrained CLIP's are. From CLIP's std 0.02 (words 0.15 apart)
     pretraining grew the colour words and left the motion words where they were, so the trained encoder's
@@ -232,8 +225,9 @@ def test_the_untrained_text_encoder_starts_with_words_far_apart():
     vectors = model.text_encoder.get_input_embeddings().weight[ids].detach()
     gaps = torch.cdist(vectors, vectors) + torch.eye(len(ids)) * 1e9
     assert gaps.min() > 2.0, (words, gaps.min())
-    h = _encode(model, ["a red circle moving left on a gray background",
-                        "a red circle moving right on a gray background"])
+    with torch.no_grad():
+        h = model.encode_prompt(["a red circle moving left on a gray background",
+                                 "a red circle moving right on a gray background"])
     assert (h[0] - h[1]).norm(dim=-1).max() > 3.0
 
 

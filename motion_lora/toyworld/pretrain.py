@@ -131,8 +131,8 @@ def train_unet(model, config: PretrainConfig, rng: random.Random, log: Path | No
         pred = backbone.predict(unet, objective.add_noise(latents, noise, t), t, text)
         per_clip = F.mse_loss(pred, objective.target(latents, noise, t), reduction="none").mean(
             dim=tuple(range(1, pred.dim())))
-        loss = (per_clip * _snr_weight(objective.scheduler, t, config.min_snr_gamma,
-                                                   config.high_noise_floor)).mean()
+        weight = _snr_weight(objective.scheduler, t, config.min_snr_gamma, config.high_noise_floor)
+        loss = (per_clip * weight).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -161,9 +161,10 @@ def _snr_weight(scheduler, t: torch.Tensor, gamma: float, floor: float = 0.0) ->
     `gamma` is Min-SNR (Hang et al. 2023): the nearly clean timesteps, whose loss is mostly fine detail, stop
     dominating. `floor` is the truncated-SNR weighting of Salimans & Ho (2022), max(SNR, 1): plain epsilon loss
     weighs the clean-clip error of the noisiest timesteps by SNR, about 0.005 at t = 999, and those are the
-    only timesteps at which the prompt's motion word tells the model something the noisy clip does not. Without
-    the floor the model learnt colours, shapes and backgrounds and ignored the motion word entirely (its loss
-    was the same to four digits with the right and a wrong one), so sampled directions followed the seed."""
+    only timesteps at which the prompt's motion word tells the model something the noisy clip does not. The
+    model pretrained without it (and with collapsed word embeddings, on the unstaged world) ignored the motion
+    word entirely: its loss was the same to four digits with the right and a wrong one. The floor's own share
+    of the fix is not measured apart from the other two."""
     alpha = scheduler.alphas_cumprod[t]
     snr = alpha / (1 - alpha)
     weight = snr.clamp(max=gamma) if gamma > 0 else snr

@@ -113,10 +113,10 @@ def start_position(motion: str, seed: int = 0, frames: int = FRAMES, size: int =
 
     Staged, as a camera operator frames a shot, rather than anywhere the path fits: drawn uniformly over
     the whole `start_range`, "moving right" started anywhere in a third of the width and anywhere in
-    height, so the average clip for a motion word was a faint smear, and a toy model learnt the colours,
-    shapes and backgrounds but never what the motion word draws. Measured on that world: the UNet3D toy
-    and the Wan toy predicted no drift at all at the highest noise, where the data's mean moves 2.5
-    latent pixels."""
+    height, so the average clip for a motion word was a faint smear, and both toy models learnt the
+    colours, shapes and backgrounds but nothing of the motion words (at the highest noise their prediction
+    did not move, where the data's mean moves 2.5 latent pixels). Staged, the UNet3D toy learns where each
+    motion word puts the object, though not yet which way it moves (README, Toy world)."""
     rng = random.Random(seed)
     centred = []
     for lo, hi in start_range(motion, frames, size):
