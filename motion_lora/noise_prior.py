@@ -1,8 +1,10 @@
 """MotionDirector's noise prior: start sampling from the inverted training clip instead of pure noise.
 
-`latents_T = sqrt(p) * ddim_invert(clip) + sqrt(1 - p) * noise`. The inverted clip
+`latents_T = sqrt(p) * invert(clip) + sqrt(1 - p) * noise`. The inverted clip
 carries the layout of the reference motion into the first denoising steps; `p` sets
 how much (official default 0.5 for a motion learnt from one clip, 0 from several).
+The inversion is the backbone's (`Backbone.inversion`): DDIM run backwards for an epsilon model
+(ZeroScope, as the official code), the flow ODE run backwards for a flow-matching one (Wan).
 """
 
 from __future__ import annotations
@@ -48,6 +50,49 @@ def ddim_invert(model: VideoModel, latents: torch.Tensor, steps: int = 50,
         if progress is not None:
             progress(i + 1, steps)
     return latents
+
+
+@torch.no_grad()
+def flow_invert(model: VideoModel, latents: torch.Tensor, steps: int = 50,
+                progress: Callable[[int, int], None] | None = None,
+                cancel: Callable[[], bool] | None = None) -> torch.Tensor:
+    """Run the flow ODE backwards from clean `latents` (sigma 0) to noise (sigma 1): empty prompt, no guidance.
+
+    The flow-matching twin of `ddim_invert`. A flow model predicts the velocity `dx/dsigma = noise - x_0`, so
+    Euler steps up the sampler's own sigma grid (the model's flow shift, as `FlowMatchEulerDiscreteScheduler`
+    spaces them, walked in reverse) carry the clip to the noise it would be sampled from. Same arguments,
+    same return as `ddim_invert`.
+    """
+    from .sampling import SamplingCancelled
+
+    if steps < 1:
+        raise ValueError(f"inversion_steps must be at least 1, got {steps}")
+    scheduler = model.backbone.make_scheduler("euler", model.scheduler_config)
+    scheduler.set_timesteps(steps)
+    sigmas = scheduler.sigmas.flip(0).float()  # 0, ..., 1
+    train_steps = scheduler.config.num_train_timesteps
+    unet_dtype = next(model.unet.parameters()).dtype
+    text = model.encode_prompt("").to(unet_dtype)
+    latents = latents.to(model.device, torch.float32)
+    for i in range(steps):
+        if cancel is not None and cancel():
+            raise SamplingCancelled(f"cancelled during noise-prior inversion at step {i}/{steps}")
+        sigma, next_sigma = float(sigmas[i]), float(sigmas[i + 1])
+        velocity = model.backbone.predict(model.unet, latents.to(unet_dtype), sigma * train_steps, text).float()
+        latents = latents + (next_sigma - sigma) * velocity
+        if progress is not None:
+            progress(i + 1, steps)
+    return latents
+
+
+INVERSIONS = {"ddim": ddim_invert, "flow": flow_invert}
+
+
+def invert(model: VideoModel, latents: torch.Tensor, steps: int = 50,
+           progress: Callable[[int, int], None] | None = None,
+           cancel: Callable[[], bool] | None = None) -> torch.Tensor:
+    """The inversion of the model's family (`Backbone.inversion`: "ddim" unless it says otherwise)."""
+    return INVERSIONS[getattr(model.backbone, "inversion", "ddim")](model, latents, steps, progress, cancel)
 
 
 def resize_latents(latents: torch.Tensor, shape: tuple[int, ...], frame_axis: int = 2) -> torch.Tensor:

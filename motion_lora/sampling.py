@@ -17,7 +17,8 @@ import torch
 
 from .adapters import LoraAdapter, applied, at_strengths
 from .model import VideoModel
-from .noise_prior import ddim_invert, mix_noise_prior
+from . import noise_prior as _noise_prior
+from .noise_prior import mix_noise_prior
 
 # name -> (diffusers scheduler class, overrides of the model's scheduler_config).
 # Classes are named, not imported, so listing the choices (a node's dropdown) stays cheap.
@@ -70,9 +71,6 @@ def _check_inputs(model: VideoModel, width: int, height: int, frames: int, steps
         raise SamplingError(f"width and height must be positive, got {width}x{height}")
     if not 0.0 <= noise_prior <= 1.0:
         raise SamplingError(f"noise_prior must be between 0 and 1, got {noise_prior}")
-    if noise_prior > 0 and not getattr(model.backbone, "supports_noise_prior", True):
-        raise SamplingError(f"noise_prior is not available for {type(model.backbone).__name__} models (it inverts "
-                            "with DDIM, which does not apply to a flow-matching model); set noise_prior to 0")
     if noise_prior > 0 and reference is None:
         raise SamplingError(f"noise_prior {noise_prior} needs a reference clip (the training video or its "
                             "latents) to invert; pass reference=..., or set noise_prior to 0")
@@ -109,7 +107,7 @@ def _start_noise(model: VideoModel, shape: tuple[int, ...], generator: torch.Gen
     clean = _reference_latents(model, reference, shape, generator)
     # official: the inversion noise is the base model's (computed with the cached latents, before any LoRA)
     with contextlib.nullcontext() if invert_with_adapters else at_strengths(model.unet, {}):
-        inverted = ddim_invert(model, clean, inversion_steps, progress=progress, cancel=cancel)
+        inverted = _noise_prior.invert(model, clean, inversion_steps, progress=progress, cancel=cancel)
     return mix_noise_prior(inverted.cpu(), noise, noise_prior, model.backbone.frame_axis())
 
 
@@ -180,7 +178,8 @@ def sample(model: VideoModel, prompt: str, negative_prompt: str = "", *, width: 
     - `scheduler`: a name of `SCHEDULERS`, or of the backbone's own choices (Wan: "unipc", "euler");
       None is the backbone's default (ZeroScope: "ddim", Wan: "unipc" as WanPipeline).
     - `guidance` <= 1 runs the conditional branch only (one UNet call per step).
-    - `noise_prior` p in [0, 1] starts from `sqrt(p) * ddim_invert(reference) + sqrt(1-p) * noise`;
+    - `noise_prior` p in [0, 1] starts from `sqrt(p) * invert(reference) + sqrt(1-p) * noise` (the backbone's
+      inversion: DDIM for ZeroScope, the flow ODE for Wan);
       `reference` is frames `[F, H, W, 3]` or latents, resized to the requested size if needed.
     - `invert_with_adapters`: False (default, as the official flow, whose inversion noise is computed
       with the base model when the latents are cached) inverts with every adapter off; True inverts

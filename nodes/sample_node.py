@@ -41,8 +41,9 @@ class Sample:
                 "noise_prior": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip":
                                           "Start from the inverted reference clip instead of pure noise: 0 off, "
                                           "0.1-0.5 for a motion learnt from one clip. Needs reference frames."}),
-                "inversion_steps": ("INT", {"default": 50, "min": 1, "max": 500, "tooltip": "DDIM inversion steps "
-                                    "of the reference for the noise prior (50 as MotionDirector)."}),
+                "inversion_steps": ("INT", {"default": 50, "min": 1, "max": 500, "tooltip": "Inversion steps of "
+                                    "the reference for the noise prior (50 as MotionDirector): DDIM backwards for "
+                                    "ZeroScope, the flow ODE backwards for Wan."}),
                 "fps": ("FLOAT", {"default": 8.0, "min": 1.0, "max": 120.0, "step": 1.0,
                                   "tooltip": "Playback frame rate passed on to Create Video (8 as trained)."}),
             },

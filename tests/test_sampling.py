@@ -178,11 +178,12 @@ def test_adapters_none_uses_the_unet_as_it_is(tiny_model):
 
 def test_noise_prior_inverts_with_the_base_model_unless_asked(tiny_model, monkeypatch):
     """Official flow: the inversion noise is the base model's. `invert_with_adapters=True` uses the sampling adapters."""
-    import motion_lora.sampling as sampling
+    import motion_lora.noise_prior as noise_prior
 
     inversions = []
-    real = sampling.ddim_invert
-    monkeypatch.setattr(sampling, "ddim_invert", lambda *a, **k: inversions.append(real(*a, **k)) or inversions[-1])
+    real = noise_prior.ddim_invert
+    monkeypatch.setitem(noise_prior.INVERSIONS, "ddim",
+                        lambda *a, **k: inversions.append(real(*a, **k)) or inversions[-1])
     reference = tiny_model.encode_frames(synthetic_clip(3, 32, 32), torch.Generator().manual_seed(0))
     motion = _random_temporal_adapter(tiny_model, seed=0)
     other = _random_temporal_adapter(tiny_model, seed=1)

@@ -195,8 +195,39 @@ def test_sampling_default_is_unipc_and_applies_adapters(wan):
 def test_sampling_refuses_what_wan_cannot_do(wan):
     with pytest.raises(SamplingError, match="unknown scheduler 'ddim' for Wan"):
         sample_latents(wan, "a car", steps=1, scheduler="ddim", **SMALL)
-    with pytest.raises(SamplingError, match="noise_prior is not available"):
-        sample_latents(wan, "a car", steps=1, noise_prior=0.5, reference=torch.zeros(1), **SMALL)
+
+
+def test_the_wan_noise_prior_inverts_the_flow_ode(wan, monkeypatch):
+    """On a straight flow (the velocity is `noise - x_0` everywhere) the inversion lands on the noise exactly,
+    and the Euler sampler started from the full prior (p = 1) returns the reference clip: the inversion walks
+    the sampler's own sigma grid backwards, from t = 0 up, with the empty prompt."""
+    from motion_lora.noise_prior import flow_invert
+
+    shape = wan.backbone.latent_shape(wan.unet, wan.vae, SMALL["frames"], SMALL["height"], SMALL["width"])
+    g = torch.Generator().manual_seed(0)
+    clean, noise = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+    calls = []
+
+    def straight(unet, x, t, text):
+        calls.append(float(torch.as_tensor(t).reshape(-1)[0]))
+        return (noise - clean).expand(x.shape[0], *shape[1:]).to(x.dtype)
+
+    monkeypatch.setattr(wan.backbone, "predict", straight)
+    assert torch.allclose(flow_invert(wan, clean, steps=4), noise, atol=1e-5)
+    assert calls[0] == 0.0 and calls == sorted(calls) and calls[-1] < 1000 and len(calls) == 4
+    back = sample_latents(wan, "a car", steps=4, guidance=1.0, seed=3, scheduler="euler", noise_prior=1.0,
+                          reference=clean, inversion_steps=4, **SMALL)
+    assert torch.allclose(back, clean, atol=1e-4)
+
+
+def test_the_wan_noise_prior_changes_a_real_sample_and_is_reproducible(wan):
+    shape = wan.backbone.latent_shape(wan.unet, wan.vae, SMALL["frames"], SMALL["height"], SMALL["width"])
+    reference = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    settings = dict(steps=2, guidance=1.0, seed=0, reference=reference, inversion_steps=2, **SMALL)
+    plain = sample_latents(wan, "a car", **settings)
+    prior = sample_latents(wan, "a car", noise_prior=0.5, **settings)
+    assert (prior - plain).abs().max() > 1e-3
+    assert torch.equal(prior, sample_latents(wan, "a car", noise_prior=0.5, **settings))
 
 
 def test_wan22_ti2v_layout_48_channels_16x():

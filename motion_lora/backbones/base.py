@@ -46,6 +46,7 @@ class Backbone(Protocol):
     """
 
     name: str  # short id written into adapter files, e.g. "unet3d"
+    inversion: str  # how the noise prior inverts a clip (`noise_prior.INVERSIONS`): "ddim" or "flow"
 
     def matches(self, unet: nn.Module) -> bool:
         """True if `unet` belongs to this family."""

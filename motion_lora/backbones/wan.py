@@ -145,7 +145,7 @@ class Wan(FramesOnAxis2):
     unet_class = "WanTransformer3DModel"
     denoiser_folder = "transformer"  # model_index.json names the denoiser "transformer", not "unet"
     spatial_reuses_clip_noise = False  # a later latent frame summarises 4 video frames: not an image
-    supports_noise_prior = False  # the noise prior inverts with DDIM, which has no meaning for a flow model
+    inversion = "flow"  # the noise prior runs the flow ODE backwards (noise_prior.flow_invert), not DDIM
     schedulers = SCHEDULERS
     default_scheduler = DEFAULT_SCHEDULER
     # VideoModel part -> (subfolder of a diffusers folder, library, class), as WanPipeline's model_index.json

@@ -129,6 +129,7 @@ class ZeroScope(FramesOnAxis2):
     name = "unet3d"
     unet_class = "UNet3DConditionModel"
     spatial_reuses_clip_noise = True  # a latent frame is one video frame: the spatial path takes frame i of the clip
+    inversion = "ddim"  # the noise prior runs DDIM backwards (noise_prior.ddim_invert), as the official code
 
     def matches(self, unet: nn.Module) -> bool:
         return type(unet).__name__ == self.unet_class

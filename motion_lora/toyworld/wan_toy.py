@@ -193,12 +193,15 @@ def load_toy_wan(folder: str | Path, placement: str | None = None) -> VideoModel
 
 
 def generate(model: VideoModel, prompt: str, seed: int = 0, adapters=None, steps: int = SAMPLE_STEPS,
-             guidance: float = GUIDANCE) -> torch.Tensor:
-    """One 9-frame clip `[9, 32, 32, 3]` from `prompt`, with the pack's sampler (Wan: UniPC, as WanPipeline)."""
+             guidance: float = GUIDANCE, noise_prior: float = 0.0, reference: torch.Tensor | None = None
+             ) -> torch.Tensor:
+    """One 9-frame clip `[9, 32, 32, 3]` from `prompt`, with the pack's sampler (Wan: UniPC, as WanPipeline);
+    `noise_prior` > 0 starts from the flow-inverted `reference` frames mixed with the seed's noise."""
     from ..sampling import sample
 
     return sample(model, prompt, width=SIZE, height=SIZE, frames=FRAMES, steps=steps, guidance=guidance, seed=seed,
-                  adapters=list(adapters or []))
+                  adapters=list(adapters or []), noise_prior=noise_prior, reference=reference,
+                  inversion_steps=steps)
 
 
 def prompt_following(model: VideoModel, seeds=(0,), progress=None) -> dict:
