@@ -14,6 +14,8 @@ showing up instead). All configurations train the same number of steps, rank and
   dual-b0       dual-path without the appearance-debiased loss (beta=0: phi is the identity, so the
                 temporal loss is 2 x loss_org, which AdamW's update ignores up to eps: the plain loss)
   md-b0.5/1/2   full MotionDirector: dual-path + debiased loss at beta 0.5, 1, 2
+  md-b1-output  md-b1 with LoRA dropout where the official code puts it, on the LoRA's output
+                (`dropout_placement="output"`; ours, the default, masks its rank values)
   ...+prior     the same LoRA sampled from the noise prior (p=0.5, DDIM-inverted training clip)
 
 With --applications: *mixing* (motion LoRA of clip A + appearance LoRA trained on images of B,
@@ -22,6 +24,7 @@ prompting B's look) and *animating* (appearance LoRA from one image of B + the m
     python bench/bench_ablation.py                      # reduced grid: zigzag, one clip, 3 seeds
     python bench/bench_ablation.py --full               # every held-out motion, one and three clips, applications
     python bench/bench_ablation.py --motions circle bounce --seeds 0 1 2 3 --steps 200 --multi
+    python bench/bench_ablation.py --motions bounce --clips 3 --applications   # three clips only, and the applications
 """
 
 from __future__ import annotations
@@ -45,8 +48,8 @@ from motion_lora.toyworld.world import HELD_OUT, prompt_for, render  # noqa: E40
 
 TRAIN_OBJECTS = [("red", "square", "gray"), ("green", "triangle", "black"), ("yellow", "circle", "gray")]
 EVAL_OBJECTS = [("blue", "circle", "black"), ("yellow", "triangle", "black"), ("green", "circle", "gray")]
-CONFIGS = ["base", "plain", "temporal", "dual-b0", "md-b0.5", "md-b1", "md-b2"]
-PRIOR_CONFIGS = ["base", "plain", "md-b1"]  # base+prior: what the noise prior alone carries
+CONFIGS = ["base", "plain", "temporal", "dual-b0", "md-b0.5", "md-b1", "md-b2", "md-b1-output"]
+PRIOR_CONFIGS = ["base", "plain", "md-b1", "md-b1-output"]  # base+prior: what the noise prior alone carries
 NOISE_PRIOR = 0.5
 APPEARANCE = ("yellow", "triangle", "black")  # B, for mixing and animating
 
@@ -97,12 +100,14 @@ def train_md(model, clips, config_name: str, steps: int, rank: int, lr: float, s
              images: bool = False):
     from motion_lora.training import TrainConfig, train
 
+    placement = "output" if config_name.endswith("-output") else "rank"
+    config_name = config_name.removesuffix("-output")
     beta = {"temporal": 0.0, "dual-b0": 0.0}.get(config_name)
     if beta is None and config_name.startswith("md-b"):
         beta = float(config_name[4:])
     recipe = "images" if images else ("multi-video" if len(clips) > 1 else "single-video")
     overrides = dict(steps=steps, checkpoint_every=0, rank=rank, spatial_lr=lr, temporal_lr=lr, seed=seed,
-                     gradient_checkpointing=False)
+                     gradient_checkpointing=False, dropout_placement=placement)
     if not images:
         overrides.update(beta=beta, train_spatial=config_name != "temporal")
     return train(model, clips, TrainConfig.from_recipe(recipe, **overrides), appearance=appearance)
@@ -219,7 +224,9 @@ def main(argv=None) -> int:
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--lr", type=float, default=5e-3)
     p.add_argument("--configs", nargs="+", default=CONFIGS, choices=CONFIGS)
-    p.add_argument("--multi", action="store_true", help="also train on three clips of different objects")
+    p.add_argument("--multi", action="store_true", help="also train on three clips of different objects (--clips 1 3)")
+    p.add_argument("--clips", nargs="+", type=int, default=[1], choices=[1, 3],
+                   help="train on one clip, on three clips of different objects, or both")
     p.add_argument("--applications", action="store_true", help="also measure mixing and animating")
     p.add_argument("--full", action="store_true", help="every held-out motion, --multi and --applications")
     p.add_argument("--model", default="toyworld")
@@ -228,6 +235,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.full:
         args.motions, args.multi, args.applications = list(HELD_OUT), True, True
+    if args.multi:
+        args.clips = [1, 3]
     torch.set_num_threads(args.threads)
     from motion_lora.model import open_model
 
@@ -240,7 +249,7 @@ def main(argv=None) -> int:
         print(text, flush=True)
 
     for motion in args.motions:
-        for multi in ([False, True] if args.multi else [False]):
+        for multi in (n == 3 for n in args.clips):
             results[f"{motion}/{'3' if multi else '1'}"] = run_motion(model, motion, args.seeds, args.steps, args.rank,
                                                                       args.lr, args.configs, multi, log)
             out_path.write_text(json.dumps(results, indent=2))

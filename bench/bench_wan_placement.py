@@ -13,7 +13,9 @@ gray with the Wan toy model (`motion_lora.toyworld.wan_toy`), the same steps, ra
 every placement, then samples the motion LoRA alone for prompts asking other objects on other
 backgrounds and scores each sample against the training clip: motion fidelity (same displacements),
 prompt fidelity and leakage (the training clip's colour, shape or background showing up).
-"base" is the pretrained model without a LoRA. Every cell is the mean over seeds ± the standard
+"base" is the pretrained model without a LoRA; with `--noise-prior P`, every row is also sampled from the
+noise prior ("+prior": the training clip inverted along the flow ODE, mixed in at P, MotionDirector's
+single-video inference), so "base+prior" is what the prior alone carries. Every cell is the mean over seeds ± the standard
 deviation over seeds (each seed: its own training run and its own sampling noise).
 
     python bench/bench_wan_placement.py                        # pretrains the toy model first if missing
@@ -56,30 +58,33 @@ def train_placement(model, clip, placement: str, steps: int, rank: int, lr: floa
     return train(model, [clip], config)
 
 
-def evaluate(model, reference, training_prompt: str, motion: str, sample_seed: int, adapter_list) -> dict:
+def evaluate(model, reference, training_prompt: str, motion: str, sample_seed: int, adapter_list,
+             noise_prior: float = 0.0) -> dict:
     rows = []
     for colour, shape, background in EVAL_OBJECTS:
         prompt = prompt_for(colour, shape, motion, background)
-        frames = generate(model, prompt, seed=sample_seed, adapters=adapter_list)
+        frames = generate(model, prompt, seed=sample_seed, adapters=adapter_list, noise_prior=noise_prior,
+                          reference=reference if noise_prior else None)
         rows.append(metrics.score(reference, frames, prompt, training_prompt))
     return {k: statistics.fmean([r[k] for r in rows if r[k] is not None]) for k in METRICS}
 
 
-def run_motion(model, motion: str, seeds, steps: int, rank: int, lr: float, placements, log) -> dict:
+def run_motion(model, motion: str, seeds, steps: int, rank: int, lr: float, placements, log,
+               noise_prior: float = 0.0) -> dict:
     toy = render(*TRAIN_OBJECT[:2], motion, TRAIN_OBJECT[2], seed=0, frames=FRAMES)
     results: dict[str, list[dict]] = {}
     for seed in seeds:
         sample_seed = 1000 + seed
         for name in ["base", *placements]:
             start = time.time()
-            if name == "base":
-                row = evaluate(model, toy.frames, toy.prompt, motion, sample_seed, None)
-            else:
-                result = train_placement(model, toy.as_clip(), name, steps, rank, lr, seed)
-                row = evaluate(model, toy.frames, toy.prompt, motion, sample_seed, [(result.temporal, 1.0)])
-            results.setdefault(name, []).append(row)
-            log(f"{motion} seed {seed} {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items())
-                + f" ({time.time() - start:.0f} s)")
+            adapter_list = None
+            if name != "base":
+                adapter_list = [(train_placement(model, toy.as_clip(), name, steps, rank, lr, seed).temporal, 1.0)]
+            for label, p in ((name, 0.0), (f"{name}+prior", noise_prior))[:2 if noise_prior else 1]:
+                row = evaluate(model, toy.frames, toy.prompt, motion, sample_seed, adapter_list, p)
+                results.setdefault(label, []).append(row)
+                log(f"{motion} seed {seed} {label}: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items())
+                    + f" ({time.time() - start:.0f} s)")
     return {name: summary(rows) for name, rows in results.items()}
 
 
@@ -131,6 +136,8 @@ def main(argv=None) -> int:
     p.add_argument("--model", default=str(DEFAULT_MODEL),
                    help="the pretrained Wan toy model's folder (pretrained there first when missing)")
     p.add_argument("--out", default="outputs/bench_wan_placement.json")
+    p.add_argument("--noise-prior", type=float, default=0.0,
+                   help="also sample every LoRA (and the base model) from the flow-inverted clip mixed in at this p")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -149,7 +156,8 @@ def main(argv=None) -> int:
         print(text, flush=True)
 
     for motion in args.motions:
-        results[motion] = run_motion(model, motion, args.seeds, args.steps, args.rank, args.lr, args.placements, log)
+        results[motion] = run_motion(model, motion, args.seeds, args.steps, args.rank, args.lr, args.placements, log,
+                                     args.noise_prior)
         results["_overall"] = overall(results)
         out_path.write_text(json.dumps(results, indent=2))
     print(markdown(results))

@@ -211,6 +211,23 @@ def test_ablation_bench_plain_lora_loop_trains(tiny_model):
     adapters.remove(tiny_model.unet, name)
 
 
+def test_ablation_bench_configurations_set_what_their_names_say(monkeypatch):
+    """Each bench configuration reaches the trainer as its name says: beta, whether the spatial path trains, and
+    where LoRA dropout sits ("-output": the official placement; otherwise ours, on the rank values)."""
+    import motion_lora.training as training
+    from bench.bench_ablation import CONFIGS, train_md
+
+    seen = {}
+    monkeypatch.setattr(training, "train", lambda model, clips, config, appearance=None: config)
+    for name in [c for c in CONFIGS if c not in ("base", "plain")]:
+        seen[name] = train_md(None, [object()], name, steps=1, rank=2, lr=1e-3, seed=0)
+    assert (seen["temporal"].beta, seen["temporal"].train_spatial) == (0.0, False)
+    assert (seen["dual-b0"].beta, seen["dual-b0"].train_spatial) == (0.0, True)
+    assert [seen[f"md-b{b}"].beta for b in ("0.5", "1", "2")] == [0.5, 1.0, 2.0]
+    assert seen["md-b1-output"].beta == 1.0 and seen["md-b1-output"].dropout_placement == "output"
+    assert {seen[n].dropout_placement for n in seen if n != "md-b1-output"} == {"rank"}
+
+
 def test_the_untrained_text_encoder_starts_with_words_far_apart():
     """Word embeddings start far apart, as a pretrained CLIP's are. From CLIP's std 0.02 (words 0.15 apart)
     pretraining grew the colour words and left the motion words where they were, so the trained encoder's
