@@ -118,8 +118,11 @@ def test_from_pure_noise_the_shipped_model_stages_a_moving_object_where_its_moti
         return torch.cat([toy.encode_frames(render("red", "square", motion, "gray", seed=rng.randrange(10**6)).frames,
                                             generator).float() for _ in range(32)]).mean(0)
 
+    from motion_lora.toyworld.world import FRAMES, SIZE
+
     alpha = scheduler.alphas_cumprod[999]
-    noisy = torch.randn(8, 4, 8, 8, 8, generator=generator)
+    shape = toy.backbone.latent_shape(toy.unet, toy.vae, FRAMES, SIZE, SIZE)  # one clip: [1, C, F, h, w]
+    noisy = torch.randn((8, *shape[1:]), generator=generator)  # 8 draws of the noise, one prompt each
     t = torch.full((8,), 999)
 
     def predicted_mean(motion):
