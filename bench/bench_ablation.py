@@ -216,6 +216,33 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def compact(results: dict) -> str:
+    """One table per clip count, a row per configuration: each motion's motion fidelity (mean ± sd over seeds),
+    then prompt fidelity and leakage averaged over the motions (the README's form of `markdown`)."""
+    motions = list(dict.fromkeys(k.split("/")[0] for k in results if not k.startswith("_")))
+    out = []
+    for clips in ("1", "3", "apps"):
+        tables = {m: results[f"{m}/{clips}"] for m in motions if f"{m}/{clips}" in results}
+        if not tables:
+            continue
+        labels = list(dict.fromkeys(label for t in tables.values() for label in t))
+        title = {"1": "one clip", "3": "three clips", "apps": "applications"}[clips]
+        out += [f"| {title} | " + " | ".join(f"{m}: motion fidelity" for m in tables)
+                + " | prompt fidelity | leakage |", "| --- " * (len(tables) + 3) + "|"]
+        for label in labels:
+            cells, pf, lk = [], [], []
+            for t in tables.values():
+                s = t.get(label)
+                cells.append("-" if s is None else f"{s['motion_fidelity']:.2f} ± {s['motion_fidelity_sd']:.2f}")
+                if s is not None:
+                    pf.append(s["prompt_fidelity"])
+                    lk.append(s["leakage"])
+            mean = lambda v: f"{statistics.fmean(v):.2f}" if v else "-"
+            out.append(f"| {label} | " + " | ".join(cells) + f" | {mean(pf)} | {mean(lk)} |")
+        out.append("")
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--motions", nargs="+", default=["zigzag"], choices=list(HELD_OUT))
@@ -232,7 +259,15 @@ def main(argv=None) -> int:
     p.add_argument("--model", default="toyworld")
     p.add_argument("--out", default="outputs/bench_ablation.json")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--tables", nargs="+", metavar="JSON", help="only print the tables of these result files")
     args = p.parse_args(argv)
+    if args.tables:
+        merged = {}
+        for f in args.tables:
+            merged.update({k: v for k, v in json.loads(Path(f).read_text()).items() if not k.startswith("_")})
+        print(compact(merged))
+        print(markdown(merged))
+        return 0
     if args.full:
         args.motions, args.multi, args.applications = list(HELD_OUT), True, True
     if args.multi:

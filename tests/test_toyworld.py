@@ -228,6 +228,19 @@ def test_ablation_bench_configurations_set_what_their_names_say(monkeypatch):
     assert {seen[n].dropout_placement for n in seen if n != "md-b1-output"} == {"rank"}
 
 
+def test_ablation_bench_compact_table_has_a_row_per_configuration_and_a_column_per_motion():
+    from bench.bench_ablation import compact
+
+    cell = lambda mf, pf, lk: {"motion_fidelity": mf, "motion_fidelity_sd": 0.1, "prompt_fidelity": pf,
+                               "prompt_fidelity_sd": 0.0, "leakage": lk, "leakage_sd": 0.0}
+    results = {"_settings": {}, "zigzag/1": {"base": cell(0.0, 1.0, 0.0), "md-b1": cell(0.5, 0.5, 0.2)},
+               "circle/1": {"base": cell(0.2, 0.5, 0.1)}}
+    lines = compact(results).splitlines()
+    assert lines[0].startswith("| one clip | zigzag: motion fidelity | circle: motion fidelity |")
+    assert lines[2] == "| base | 0.00 ± 0.10 | 0.20 ± 0.10 | 0.75 | 0.05 |"
+    assert lines[3] == "| md-b1 | 0.50 ± 0.10 | - | 0.50 | 0.20 |"
+
+
 def test_the_untrained_text_encoder_starts_with_words_far_apart():
     """Word embeddings start far apart, as a pretrained CLIP's are. From CLIP's std 0.02 (words 0.15 apart)
     pretraining grew the colour words and left the motion words where they were, so the trained encoder's
