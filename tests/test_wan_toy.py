@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -60,11 +62,39 @@ def test_learnt_vae_option_has_wan_latents():
     assert not torch.allclose(images[3], z[:, :, 3:4][0], atol=1e-3)  # a later latent frame is not an image
 
 
+def test_pixel_latents_are_normalised_on_the_world():
+    """Measured per-channel stats make the world's latents about N(0, 1), the flow noise's scale; the fixed
+    PIXEL_STD with a zero mean left them a whole noise std off (mean -0.97: the backgrounds are dark)."""
+    import random
+
+    mean, std = wan_toy.pixel_stats(seed=2, clips=128)
+    model = wan_toy.build_toy_wan()
+    rng = random.Random(5)
+    clips = [wan_toy.random_clip(rng).frames for _ in range(96)]
+    old = torch.cat([model.encode_frames(c) for c in clips])
+    model.vae.register_to_config(latents_mean=mean, latents_std=std)
+    new = torch.cat([model.encode_frames(c) for c in clips])
+    assert float(old.mean()) < -0.8
+    assert abs(float(new.mean())) < 0.3 and 0.85 < float(new.std()) < 1.15
+
+
+def test_the_command_line_defaults_are_the_configs():
+    args = vars(wan_toy.parser().parse_args(["--output", "x"]))
+    config = wan_toy.WanPretrainConfig()
+    assert all(args[k] == v for k, v in vars(config).items())
+    assert vars(wan_toy.parser().parse_args(["--output", "x", "--no-normalise-pixels", "--learnt-vae"])
+                )["normalise_pixels"] is False
+
+
 def test_pretraining_writes_what_load_toy_wan_reads(tmp_path):
-    config = wan_toy.WanPretrainConfig(steps=3, stop_after=2, batch=2, pool=2, save_every=1)
+    config = wan_toy.WanPretrainConfig(steps=3, stop_after=2, batch=2, pool=2, save_every=1, layers=1)
     folder = wan_toy.pretrain_toy_wan(tmp_path / "toy-wan", config, log=tmp_path / "log.txt")
     model = wan_toy.load_toy_wan(folder, placement="c")
     assert type(model.unet).__name__ == "WanTransformer3DModel" and model.backbone.placement == "c"
+    assert len(model.unet.blocks) == 1
+    stats = json.loads((folder / wan_toy.PIXEL_STATS_FILE).read_text())
+    assert model.vae.config.latents_mean == stats["latents_mean"] and model.vae.config.latents_std == stats["latents_std"]
+    assert abs(stats["latents_mean"][0]) > 0.3  # measured, not the fixed default of 0
     assert "transformer step 2/3" in (tmp_path / "log.txt").read_text()
     assert "step 3/3" not in (tmp_path / "log.txt").read_text()  # stop_after ends the schedule early
     x = torch.randn(1, 48, 9, 8, 8)

@@ -3,7 +3,8 @@
 The classes Wan 2.1 uses for the parts the placements touch (`WanTransformer3DModel`, `UMT5EncoderModel` and a
 Unigram tokenizer as UMT5's), sized so that pretraining takes minutes on one CPU thread:
 - clips have 9 frames of 32x32 (1 + 4n, as Wan's VAE encodes them);
-- the VAE is by default `PixelVAE`, a lossless 4x4 space-to-depth (9 frames -> 9 latent frames of 8x8x48):
+- the VAE is by default `PixelVAE`, a lossless 4x4 space-to-depth (9 frames -> 9 latent frames of 8x8x48,
+  normalised per channel with stats measured on the world, `pixel_stats`, as Wan's VAE config carries them):
   a CPU-sized `AutoencoderKLWan` (`learnt_vae=True`, `VAE_CONFIG`: 4x in space, none in time, causal as Wan's)
   collapsed in this budget to a decoder that outputs the background whatever the latents, and a Wan VAE with
   4x temporal compression would also have to learn to pack four frames of motion into one latent frame;
@@ -145,11 +146,12 @@ def random_clip(rng: random.Random, motions=tuple(SEEN)) -> ToyClip:
 PIXEL_STD = 0.5  # latents of the pixel stand-in are pixels in -1..1: scaled to about unit variance
 
 
-def build_toy_wan(seed: int = 0, placement: str | None = None, learnt_vae: bool = False) -> VideoModel:
+def build_toy_wan(seed: int = 0, placement: str | None = None, learnt_vae: bool = False,
+                  layers: int | None = None) -> VideoModel:
     """The untrained Wan toy model (fp32, CPU), weights drawn from `seed` (the text encoder stays as drawn).
 
     `learnt_vae=False` (default) uses the lossless `PixelVAE` (48 latent channels); True an `AutoencoderKLWan`
-    of `VAE_CONFIG` to be pretrained (8 latent channels).
+    of `VAE_CONFIG` to be pretrained (8 latent channels). `layers`: transformer blocks (default: TRANSFORMER_CONFIG's).
     """
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
@@ -161,7 +163,8 @@ def build_toy_wan(seed: int = 0, placement: str | None = None, learnt_vae: bool 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         transformer = WanTransformer3DModel(**{**TRANSFORMER_CONFIG, "in_channels": channels,
-                                               "out_channels": channels})
+                                               "out_channels": channels,
+                                               "num_layers": layers or TRANSFORMER_CONFIG["num_layers"]})
         vae = AutoencoderKLWan(**VAE_CONFIG) if learnt_vae else PixelVAE(4, [0.0] * 48, [PIXEL_STD] * 48)
         config = UMT5Config(vocab_size=len(tokenizer), **TEXT_CONFIG, pad_token_id=tokenizer.pad_token_id,
                             eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.pad_token_id)
@@ -187,6 +190,8 @@ def load_toy_wan(folder: str | Path, placement: str | None = None) -> VideoModel
         from diffusers import AutoencoderKLWan
 
         model.vae = AutoencoderKLWan.from_pretrained(folder / "vae").eval().requires_grad_(False)
+    elif (folder / PIXEL_STATS_FILE).is_file():  # older folders: the fixed PIXEL_STD
+        model.vae.register_to_config(**json.loads((folder / PIXEL_STATS_FILE).read_text()))
     model.unet = WanTransformer3DModel.from_pretrained(folder / "transformer").eval().requires_grad_(False)
     model.text_encoder = UMT5EncoderModel.from_pretrained(folder / "text_encoder").eval().requires_grad_(False)
     return model
@@ -222,6 +227,8 @@ class WanPretrainConfig:
     empty_prompt_prob: float = 0.1
     ema: float = 0.995
     learnt_vae: bool = False  # True: pretrain an AutoencoderKLWan first (VAE_CONFIG); False: the lossless PixelVAE
+    normalise_pixels: bool = True  # PixelVAE: latents_mean / latents_std measured on the world (see pixel_stats)
+    layers: int = 2  # transformer blocks
     pool: int = 1024  # distinct rendered clips whose latents are cached (fresh clips would cost the VAE each step)
     stop_after: int = 0  # stop (and save) after this many transformer steps of the `steps`-long schedule; 0: run it all
     seed: int = 0
@@ -258,6 +265,23 @@ def train_vae(model: VideoModel, config: WanPretrainConfig, rng: random.Random, 
     vae.register_to_config(latents_mean=[round(float(v), 5) for v in mean],
                            latents_std=[round(float(v), 5) for v in std])
     _log(log, f"vae latents_std {vae.config.latents_std}")
+
+
+@torch.no_grad()
+def pixel_stats(seed: int, clips: int = 256) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of the PixelVAE's raw latents over `clips` seen clips (its own RNG).
+
+    Wan's VAE config carries `latents_mean` / `latents_std` so that latents are about N(0, 1), the scale of the
+    flow's noise. The fixed `PIXEL_STD` with a zero mean left the toy's latents at mean -0.97 (both backgrounds
+    are dark: gray and black), std 0.99, over many clips; measured per channel they are about N(0, 1)."""
+    rng = random.Random(seed)
+    raw = PixelVAE(4)
+    z = torch.cat([raw.encode(_pixels([random_clip(rng)])).latent_dist.mode() for _ in range(clips)])
+    mean, std = z.mean(dim=(0, 2, 3, 4)), z.std(dim=(0, 2, 3, 4)).clamp(min=1e-3)
+    return [round(float(v), 5) for v in mean], [round(float(v), 5) for v in std]
+
+
+PIXEL_STATS_FILE = "pixel_vae.json"
 
 
 def refine_decoder(model: VideoModel, config: WanPretrainConfig, log: Path | None) -> None:
@@ -376,28 +400,39 @@ def pretrain_toy_wan(output: str | Path, config: WanPretrainConfig | None = None
         torch.set_num_threads(threads)
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
-    model = build_toy_wan(seed=config.seed, learnt_vae=config.learnt_vae)
+    model = build_toy_wan(seed=config.seed, learnt_vae=config.learnt_vae, layers=config.layers)
     _log(log, f"pretraining the Wan toy model into {output}: {config}")
     if config.learnt_vae:
         train_vae(model, config, rng, log)
         refine_decoder(model, config, log)
+    elif config.normalise_pixels:
+        mean, std = pixel_stats(config.seed + 2)
+        model.vae.register_to_config(latents_mean=mean, latents_std=std)
+        output.mkdir(parents=True, exist_ok=True)
+        (output / PIXEL_STATS_FILE).write_text(json.dumps({"latents_mean": mean, "latents_std": std}))
+        _log(log, f"pixel latents normalised per channel: std {min(std):.3f}..{max(std):.3f}")
     train_transformer(model, config, rng, log, output)
     return output
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command line: one option per `WanPretrainConfig` field, whose default is the config's."""
     p = argparse.ArgumentParser(description="pretrain the Wan-architecture toy model of the toy world")
     p.add_argument("--output", required=True, help="diffusers folder to write")
     for name, value in asdict(WanPretrainConfig()).items():
-        if isinstance(value, bool):
-            p.add_argument("--" + name.replace("_", "-"), action="store_true")
+        if isinstance(value, bool):  # --learnt-vae / --no-normalise-pixels: each flag's default is the config's
+            p.add_argument("--" + name.replace("_", "-"), action=argparse.BooleanOptionalAction, default=value)
         else:
             p.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (1: on a shared 2-core box more is slower)")
     p.add_argument("--log", help="append progress lines to this file too")
     p.add_argument("--eval-only", action="store_true", help="only measure the prompt following of --output")
-    args = vars(p.parse_args(argv))
+    return p
+
+
+def main(argv=None) -> int:
+    args = vars(parser().parse_args(argv))
     output, threads, log, eval_only = args.pop("output"), args.pop("threads"), args.pop("log"), args.pop("eval_only")
     if not eval_only:
         pretrain_toy_wan(output, WanPretrainConfig(**args), log=log, threads=threads)
