@@ -15,8 +15,8 @@ backgrounds and scores each sample against the training clip: motion fidelity (s
 prompt fidelity and leakage (the training clip's colour, shape or background showing up).
 "base" is the pretrained model without a LoRA; with `--noise-prior P`, every row is also sampled from the
 noise prior ("+prior": the training clip inverted along the flow ODE, mixed in at P, MotionDirector's
-single-video inference), so "base+prior" is what the prior alone carries. Every cell is the mean over seeds ± the standard
-deviation over seeds (each seed: its own training run and its own sampling noise).
+single-video inference), so "base+prior" is what the prior alone carries. Every cell is the mean over
+seeds ± the standard deviation over seeds (each seed: its own training run and its own sampling noise).
 
     python bench/bench_wan_placement.py                        # pretrains the toy model first if missing
     python bench/bench_wan_placement.py --motions zigzag circle speedup --seeds 0 1 2 3 --steps 150

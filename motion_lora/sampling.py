@@ -17,8 +17,7 @@ import torch
 
 from .adapters import LoraAdapter, applied, at_strengths
 from .model import VideoModel
-from . import noise_prior as _noise_prior
-from .noise_prior import mix_noise_prior
+from .noise_prior import invert, mix_noise_prior
 
 # name -> (diffusers scheduler class, overrides of the model's scheduler_config).
 # Classes are named, not imported, so listing the choices (a node's dropdown) stays cheap.
@@ -107,7 +106,7 @@ def _start_noise(model: VideoModel, shape: tuple[int, ...], generator: torch.Gen
     clean = _reference_latents(model, reference, shape, generator)
     # official: the inversion noise is the base model's (computed with the cached latents, before any LoRA)
     with contextlib.nullcontext() if invert_with_adapters else at_strengths(model.unet, {}):
-        inverted = _noise_prior.invert(model, clean, inversion_steps, progress=progress, cancel=cancel)
+        inverted = invert(model, clean, inversion_steps, progress=progress, cancel=cancel)
     return mix_noise_prior(inverted.cpu(), noise, noise_prior, model.backbone.frame_axis())
 
 
