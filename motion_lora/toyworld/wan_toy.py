@@ -260,11 +260,15 @@ def train_vae(model: VideoModel, config: WanPretrainConfig, rng: random.Random, 
     with torch.no_grad():
         z = torch.cat([vae.encode(_pixels([random_clip(rng) for _ in range(8)])).latent_dist.mode()
                        for _ in range(8)])
-    mean = z.mean(dim=(0, 2, 3, 4))
-    std = z.std(dim=(0, 2, 3, 4))
-    vae.register_to_config(latents_mean=[round(float(v), 5) for v in mean],
-                           latents_std=[round(float(v), 5) for v in std])
+    mean, std = _channel_stats(z)
+    vae.register_to_config(latents_mean=mean, latents_std=std)
     _log(log, f"vae latents_std {vae.config.latents_std}")
+
+
+def _channel_stats(z: torch.Tensor, min_std: float = 0.0) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of latents `[B, C, F, h, w]`, as the lists a Wan VAE config carries."""
+    mean, std = z.mean(dim=(0, 2, 3, 4)), z.std(dim=(0, 2, 3, 4)).clamp(min=min_std)
+    return [round(float(v), 5) for v in mean], [round(float(v), 5) for v in std]
 
 
 @torch.no_grad()
@@ -275,10 +279,8 @@ def pixel_stats(seed: int, clips: int = 256) -> tuple[list[float], list[float]]:
     flow's noise. The fixed `PIXEL_STD` with a zero mean left the toy's latents at mean -0.97 (both backgrounds
     are dark: gray and black), std 0.99, over many clips; measured per channel they are about N(0, 1)."""
     rng = random.Random(seed)
-    raw = PixelVAE(4)
-    z = torch.cat([raw.encode(_pixels([random_clip(rng)])).latent_dist.mode() for _ in range(clips)])
-    mean, std = z.mean(dim=(0, 2, 3, 4)), z.std(dim=(0, 2, 3, 4)).clamp(min=1e-3)
-    return [round(float(v), 5) for v in mean], [round(float(v), 5) for v in std]
+    z = PixelVAE(4).encode(_pixels([random_clip(rng) for _ in range(clips)])).latent_dist.mode()
+    return _channel_stats(z, min_std=1e-3)
 
 
 PIXEL_STATS_FILE = "pixel_vae.json"
