@@ -80,7 +80,10 @@ def run_motion(model, motion: str, seeds, steps: int, rank: int, lr: float, plac
             adapter_list = None
             if name != "base":
                 adapter_list = [(train_placement(model, toy.as_clip(), name, steps, rank, lr, seed).temporal, 1.0)]
-            for label, p in ((name, 0.0), (f"{name}+prior", noise_prior))[:2 if noise_prior else 1]:
+            variants = {name: 0.0}
+            if noise_prior:
+                variants[f"{name}+prior"] = noise_prior
+            for label, p in variants.items():
                 row = evaluate(model, toy.frames, toy.prompt, motion, sample_seed, adapter_list, p)
                 results.setdefault(label, []).append(row)
                 log(f"{motion} seed {seed} {label}: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items())
