@@ -57,7 +57,13 @@ class _Progress:
             self.bar = None
         self.desc, self.total = desc, total
 
-    def update(self, step: int, text: str = ""):
+    def update(self, step: int, text: str = "", total: int | None = None):
+        """`total`: the run's own count when it differs from the one given at the start (sampling with the
+        noise prior reports its inversion steps too)."""
+        if total is not None and total != self.total:
+            self.total = total
+            if self.bar is not None:
+                self.bar.total = total
         if self.bar is not None:
             self.bar.n = step
             if text:
@@ -173,7 +179,7 @@ def cmd_sample(args) -> int:
     frames = sample(model, args.prompt, args.negative_prompt, width=args.width, height=args.height,
                     frames=args.frames, steps=args.steps, guidance=args.guidance, seed=args.seed,
                     scheduler=args.scheduler, adapters=adapters, noise_prior=args.noise_prior,
-                    reference=reference, progress=lambda i, n: bar.update(i))
+                    reference=reference, progress=lambda i, n: bar.update(i, total=n))
     bar.close()
     path = write_video(frames, args.output, fps=args.fps)
     print(f"wrote {path}")
@@ -285,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--appearance", help="spatial LoRA .safetensors")
     s.add_argument("--appearance-strength", type=float, default=1.0)
     s.add_argument("--noise-prior", type=float, default=0.0, help="0..1; needs --reference")
-    s.add_argument("--reference", help="clip whose DDIM-inverted latents seed the noise prior")
+    s.add_argument("--reference", help="clip whose inverted latents seed the noise prior (DDIM for ZeroScope, the flow ODE for Wan)")
     s.add_argument("--width", type=int, default=384)
     s.add_argument("--height", type=int, default=384)
     s.add_argument("--frames", type=int, default=16)

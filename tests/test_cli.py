@@ -101,6 +101,26 @@ def test_bad_config_file_is_a_clear_error(tmp_path, capsys, name, text, message)
     assert name in err and message in err
 
 
+def test_the_sampling_bar_counts_the_noise_prior_inversion_too(tmp_path, clip_file, monkeypatch):
+    """With the noise prior the sampler reports inversion + sampling steps; the bar's total follows it, so it
+    ends full instead of at 26 of 2."""
+    from motion_lora import cli
+
+    seen = []
+    original = cli._Progress.update
+
+    def update(self, step, text="", total=None):
+        original(self, step, text, total)
+        seen.append((step, self.total))
+
+    monkeypatch.setattr(cli._Progress, "update", update)
+    out = tmp_path / "prior.mp4"
+    assert main(["sample", "--model", "tiny-wan", "--prompt", "a car", "--steps", "2", "--noise-prior", "0.5",
+                 "--reference", str(clip_file), "--output", str(out), "--frames", "5", "--width", "32",
+                 "--height", "32"]) == 0
+    assert out.is_file() and seen[-1] == (52, 52)  # 50 inversion steps (the default) + 2
+
+
 def test_sample_refuses_an_existing_output_before_sampling(tmp_path, capsys):
     out = tmp_path / "video.mp4"
     out.write_bytes(b"precious")
