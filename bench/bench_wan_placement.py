@@ -36,7 +36,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from motion_lora.backbones.wan import PLACEMENTS, Wan  # noqa: E402
+from motion_lora.backbones.wan import PLACEMENTS  # noqa: E402
 from motion_lora.toyworld import metrics  # noqa: E402
 from motion_lora.toyworld.wan_toy import FRAMES, generate  # noqa: E402
 from motion_lora.toyworld.world import HELD_OUT, prompt_for, render  # noqa: E402
@@ -52,7 +52,7 @@ def train_placement(model, clip, placement: str, steps: int, rank: int, lr: floa
     """MotionDirector on one clip with the Wan backbone at `placement`; returns the TrainResult."""
     from motion_lora.training import TrainConfig, train
 
-    model.backbone = Wan(placement=placement)
+    model.backbone = model.backbone.with_placement(placement)
     config = TrainConfig.from_recipe("single-video", steps=steps, checkpoint_every=0, rank=rank, spatial_lr=lr,
                                      temporal_lr=lr, seed=seed, gradient_checkpointing=False)
     return train(model, [clip], config)

@@ -127,6 +127,23 @@ def test_text_is_trimmed_to_each_prompt_and_zero_padded(wan):
         assert row[n:].abs().max() == 0
 
 
+def test_text_length_is_a_backbone_setting_that_placements_keep(wan):
+    """Real Wan pads to 512; a backbone built with another length pads (and cuts) to it, and changing the
+    placement keeps every other setting."""
+    from motion_lora.backbones.wan import MAX_TEXT_TOKENS
+
+    short = Wan(text_tokens=4, shift=5.0)
+    text = short.encode_prompt(wan.tokenizer, wan.text_encoder, ["a", "the red car moves left"])
+    assert MAX_TEXT_TOKENS == 512 and Wan().text_tokens == 512
+    assert text.shape == (2, 4, 4096)
+    n = len(wan.tokenizer("a").input_ids)
+    assert text[0, n:].abs().max() == 0 and text[1].abs().sum(-1).gt(0).all()  # the long prompt is cut
+    moved = short.with_placement("c")
+    assert (moved.placement, moved.text_tokens, moved.shift) == ("c", 4, 5.0)
+    with pytest.raises(ValueError, match="text_tokens"):
+        Wan(text_tokens=0)
+
+
 def test_names_invert_diffusers_single_file_converter(wan):
     """Our diffusers -> original names are exactly what diffusers' converter maps back, for every parameter."""
     from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers

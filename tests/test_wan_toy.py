@@ -91,6 +91,11 @@ def test_pretraining_writes_what_load_toy_wan_reads(tmp_path):
     folder = wan_toy.pretrain_toy_wan(tmp_path / "toy-wan", config, log=tmp_path / "log.txt")
     model = wan_toy.load_toy_wan(folder, placement="c")
     assert type(model.unet).__name__ == "WanTransformer3DModel" and model.backbone.placement == "c"
+    assert model.backbone.text_tokens == config.text_tokens == wan_toy.TEXT_TOKENS < 512
+    settings = json.loads((folder / "pretrain.json").read_text())
+    del settings["text_tokens"]  # a folder pretrained before the setting existed was padded to Wan's 512
+    (folder / "pretrain.json").write_text(json.dumps(settings))
+    assert wan_toy.load_toy_wan(folder).backbone.text_tokens == 512
     assert len(model.unet.blocks) == 1
     stats = json.loads((folder / wan_toy.PIXEL_STATS_FILE).read_text())
     assert model.vae.config.latents_mean == stats["latents_mean"] and model.vae.config.latents_std == stats["latents_std"]
@@ -103,6 +108,16 @@ def test_pretraining_writes_what_load_toy_wan_reads(tmp_path):
                            model.backbone.predict(wan_toy.build_toy_wan().unet, x, torch.tensor([500.0]), text))
     with pytest.raises(FileNotFoundError, match="pretrain one"):
         wan_toy.load_toy_wan(tmp_path / "nothing")
+
+
+def test_every_world_prompt_fits_the_toys_text_length(toy_wan):
+    from motion_lora.toyworld.world import BACKGROUNDS, COLOURS, MOTIONS, SHAPES, prompt_for
+
+    longest = max((prompt_for(c, s, m, b) for c in COLOURS for s in SHAPES for m in MOTIONS for b in BACKGROUNDS),
+                  key=lambda p: len(toy_wan.tokenizer(p).input_ids))
+    assert len(toy_wan.tokenizer(longest).input_ids) <= wan_toy.TEXT_TOKENS
+    text = toy_wan.encode_prompt(longest)
+    assert text.shape[1] == wan_toy.TEXT_TOKENS and text[0, -1].abs().max() == 0  # end-of-text included, with room
 
 
 @pytest.mark.parametrize("placement", ["a", "b", "c"])

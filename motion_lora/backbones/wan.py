@@ -139,6 +139,8 @@ class Wan(FramesOnAxis2):
 
     `placement` chooses where the two LoRA paths sit (`PLACEMENTS`; the default is provisional until the
     toy-world measurement). `shift` and `sigma_range` set the training timesteps (`FlowMatchObjective`).
+    `text_tokens` is the length prompts are zero-padded to: 512 for every real Wan (its pretraining padded so,
+    and its cross-attention attends to the padding too); the toy-world Wan is pretrained with a short one.
     """
 
     name = "wan"
@@ -158,15 +160,23 @@ class Wan(FramesOnAxis2):
     pipeline_class = "WanPipeline"
 
     def __init__(self, placement: str = DEFAULT_PLACEMENT, shift: float = TRAIN_SHIFT,
-                 sigma_range: tuple[float, float] = (0.0, 1.0)):
+                 sigma_range: tuple[float, float] = (0.0, 1.0), text_tokens: int = MAX_TEXT_TOKENS):
         if placement not in PLACEMENTS:
             raise ValueError(f"Wan LoRA placement must be one of {list(PLACEMENTS)}, got {placement!r}")
+        if text_tokens < 1:
+            raise ValueError(f"text_tokens must be at least 1, got {text_tokens}")
         self.placement = placement
         self.shift = shift
         self.sigma_range = tuple(sigma_range)
+        self.text_tokens = int(text_tokens)
 
     def __repr__(self) -> str:
-        return f"Wan(placement={self.placement!r}, shift={self.shift}, sigma_range={self.sigma_range})"
+        extra = "" if self.text_tokens == MAX_TEXT_TOKENS else f", text_tokens={self.text_tokens}"
+        return f"Wan(placement={self.placement!r}, shift={self.shift}, sigma_range={self.sigma_range}{extra})"
+
+    def with_placement(self, placement: str) -> "Wan":
+        """This backbone with the LoRAs at `placement`, every other setting kept."""
+        return Wan(placement, self.shift, self.sigma_range, self.text_tokens)
 
     def matches(self, unet: nn.Module) -> bool:
         return type(unet).__name__ == self.unet_class
@@ -207,19 +217,20 @@ class Wan(FramesOnAxis2):
     # --- text -------------------------------------------------------------------------------------
     @torch.no_grad()
     def encode_prompt(self, tokenizer, text_encoder, prompts: Sequence[str]) -> torch.Tensor:
-        """UMT5 embeddings `[n, 512, dim]`, each trimmed to its prompt's length and zero-padded (as WanPipeline)."""
+        """UMT5 embeddings `[n, text_tokens, dim]`, each trimmed to its prompt's length and zero-padded (as
+        WanPipeline, with 512)."""
         from diffusers.pipelines.wan.pipeline_wan import prompt_clean
 
         prompts = [prompt_clean(p) for p in prompts]
         if isinstance(text_encoder, TextEmbeddings):
-            return text_encoder(prompts, MAX_TEXT_TOKENS)
-        inputs = tokenizer(prompts, padding="max_length", max_length=MAX_TEXT_TOKENS, truncation=True,
+            return text_encoder(prompts, self.text_tokens)
+        inputs = tokenizer(prompts, padding="max_length", max_length=self.text_tokens, truncation=True,
                            add_special_tokens=True, return_attention_mask=True, return_tensors="pt")
         ids, mask = inputs.input_ids, inputs.attention_mask
         lengths = mask.gt(0).sum(dim=1).long()
         device = next(text_encoder.parameters()).device
         hidden = text_encoder(ids.to(device), mask.to(device)).last_hidden_state
-        rows = [torch.cat([h[:n], h.new_zeros(MAX_TEXT_TOKENS - n, h.shape[1])]) for h, n in zip(hidden, lengths)]
+        rows = [torch.cat([h[:n], h.new_zeros(self.text_tokens - n, h.shape[1])]) for h, n in zip(hidden, lengths)]
         return torch.stack(rows)
 
     # --- latents ----------------------------------------------------------------------------------
