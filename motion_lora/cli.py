@@ -175,11 +175,16 @@ def cmd_sample(args) -> int:
         from .data import load_video
 
         reference = load_video(args.reference, num_frames=args.frames, width=args.width, height=args.height).frames
+    image = None
+    if args.image:
+        from .data import load_image
+
+        image = load_image(args.image, width=args.width, height=args.height).frames[0]
     bar = _Progress(args.steps, "sample")
     frames = sample(model, args.prompt, args.negative_prompt, width=args.width, height=args.height,
                     frames=args.frames, steps=args.steps, guidance=args.guidance, seed=args.seed,
                     scheduler=args.scheduler, adapters=adapters, noise_prior=args.noise_prior,
-                    reference=reference, progress=lambda i, n: bar.update(i, total=n))
+                    reference=reference, image=image, progress=lambda i, n: bar.update(i, total=n))
     bar.close()
     path = write_video(frames, args.output, fps=args.fps)
     print(f"wrote {path}")
@@ -292,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--appearance-strength", type=float, default=1.0)
     s.add_argument("--noise-prior", type=float, default=0.0, help="0..1; needs --reference")
     s.add_argument("--reference", help="clip whose inverted latents seed the noise prior (DDIM for ZeroScope, the flow ODE for Wan)")
+    s.add_argument("--image", help="image-to-video: the clip's first frame (Wan 2.2 TI2V-5B only)")
     s.add_argument("--width", type=int, default=384)
     s.add_argument("--height", type=int, default=384)
     s.add_argument("--frames", type=int, default=16)

@@ -110,6 +110,7 @@ class VideoModel:
             self.low_noise_unet.save_pretrained(folder / f"{parts['unet'][0]}_2", safe_serialization=True)
             index[f"{parts['unet'][0]}_2"] = [parts["unet"][1], type(self.low_noise_unet).__name__]
             index["boundary_ratio"] = self.boundary_ratio
+        index.update(getattr(self.backbone, "model_index_settings", dict)())
         (folder / "model_index.json").write_text(json.dumps(index, indent=2))
         return folder
 
@@ -206,6 +207,8 @@ def load_model(folder: str | Path, dtype: str | torch.dtype = "fp16", device: st
         raise ModelLoadError(f"{folder}/scheduler has no scheduler_config.json: download the complete model folder.")
     scheduler_config = json.loads(scheduler_file.read_text())
 
+    if hasattr(backbone, "for_model_index"):  # settings the folder states (Wan 2.2 TI2V: image-to-video)
+        backbone = backbone.for_model_index(index)
     unet, vae, text_encoder, tokenizer = (loaded[f] for f in ("unet", "vae", "text_encoder", "tokenizer"))
     low_noise, boundary = _low_noise_expert(folder, index, parts, dtype, libraries)
     text_encoder.to(dtype=dtype)

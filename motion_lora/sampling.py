@@ -110,6 +110,23 @@ def _start_noise(model: VideoModel, shape: tuple[int, ...], generator: torch.Gen
     return mix_noise_prior(inverted.cpu(), noise, noise_prior, model.backbone.frame_axis())
 
 
+def _first_frame(model: VideoModel, image: torch.Tensor, shape: tuple[int, ...], width: int, height: int):
+    """The backbone's first-frame image condition, the image fitted (scaled, centre-cropped) to the clip's size."""
+    if not hasattr(model.backbone, "first_frame"):
+        raise SamplingError(f"{model.backbone.name} models do not take an image: image-to-video needs Wan 2.2 "
+                            "TI2V-5B; to animate an image with this model, train an appearance LoRA on it")
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise SamplingError(f"image must be one RGB frame [H, W, 3] in 0..1, got shape {tuple(image.shape)}")
+    if tuple(image.shape[:2]) != (height, width):
+        from .data import fit_frame
+
+        image = torch.from_numpy(fit_frame(image.float().cpu().numpy(), width, height).copy())
+    try:
+        return model.backbone.first_frame(model.unet, model.vae, image.float(), shape)
+    except ValueError as e:
+        raise SamplingError(str(e)) from e
+
+
 @torch.no_grad()
 def sample_latents(model: VideoModel, prompt: str, negative_prompt: str = "", *, width: int = 384,
                    height: int = 384, frames: int = 16, steps: int = 30, guidance: float = 12.0, seed: int = 0,
@@ -117,9 +134,11 @@ def sample_latents(model: VideoModel, prompt: str, negative_prompt: str = "", *,
                    adapters: Sequence[tuple[LoraAdapter, float]] | None = None, noise_prior: float = 0.0,
                    reference: torch.Tensor | None = None, inversion_steps: int = 50,
                    invert_with_adapters: bool = False, guidance_low_noise: float | None = None,
+                   image: torch.Tensor | None = None,
                    progress: Progress | None = None, cancel: Cancel | None = None) -> torch.Tensor:
     """Denoised fp32 latents of one clip in the backbone's layout, on the model's device (see `sample`)."""
     shape = _check_inputs(model, width, height, frames, steps, noise_prior, reference)
+    first = None if image is None else _first_frame(model, image, shape, width, height)
     if scheduler is None:
         scheduler = getattr(model.backbone, "default_scheduler", DEFAULT_SCHEDULER)
     scheduler = make_scheduler(scheduler, model.scheduler_config, model.backbone)
@@ -142,15 +161,19 @@ def sample_latents(model: VideoModel, prompt: str, negative_prompt: str = "", *,
                 raise SamplingCancelled(f"sampling cancelled at step {i}/{steps}")
             x = scheduler.scale_model_input(latents, t) if hasattr(scheduler, "scale_model_input") else latents
             x = x.to(unet_dtype)  # flow-matching schedulers have no input scaling
+            x = torch.cat([x, x]) if use_cfg else x
+            timestep = t
+            if first is not None:  # the image as the first latent frame, at timestep 0 there
+                x, timestep = first.blend(x), first.timesteps(t, x.shape[0]).to(model.device)
             denoiser, scale = _expert(model, t, guidance, guidance_low_noise)
-            pred = model.backbone.predict(denoiser, torch.cat([x, x]) if use_cfg else x, t, text).float()
+            pred = model.backbone.predict(denoiser, x, timestep, text).float()
             if use_cfg:
                 pred_uncond, pred_cond = pred.chunk(2)
                 pred = pred_uncond + scale * (pred_cond - pred_uncond)
             latents = scheduler.step(pred, t, latents, **step_kwargs).prev_sample  # scheduler math in fp32
             if report is not None:
                 report(inversion + i + 1, total)
-    return latents
+    return latents if first is None else first.blend(latents)
 
 
 def _expert(model: VideoModel, t, guidance: float, guidance_low_noise: float | None):
@@ -169,6 +192,7 @@ def sample(model: VideoModel, prompt: str, negative_prompt: str = "", *, width: 
            scheduler: str | None = None, adapters: Sequence[tuple[LoraAdapter, float]] | None = None,
            noise_prior: float = 0.0, reference: torch.Tensor | None = None, inversion_steps: int = 50,
            invert_with_adapters: bool = False, guidance_low_noise: float | None = None, decode_chunk: int = 8,
+           image: torch.Tensor | None = None,
            progress: Progress | None = None, cancel: Cancel | None = None) -> torch.Tensor:
     """Generate a clip: float frames `[F, H, W, 3]` in 0..1 on the CPU.
 
@@ -186,6 +210,8 @@ def sample(model: VideoModel, prompt: str, negative_prompt: str = "", *, width: 
     - Wan 2.2 A14B (`model.low_noise_unet`): steps at or above the boundary run `model.unet`, the high-noise
       expert, with the adapters; steps below run the low-noise expert as it is, at `guidance_low_noise`
       (None: `guidance`), as WanPipeline's `guidance_scale_2`.
+    - `image` (`[H, W, 3]` in 0..1, fitted to the clip's size): image-to-video, for a backbone that takes one
+      (Wan 2.2 TI2V-5B: the image is the first frame, as WanImageToVideoPipeline with `expand_timesteps`).
     - `progress(step, total)` after every step (inversion steps included in `total` when inverting);
       `cancel()` is polled before every step and raises `SamplingCancelled` when it returns True.
     """
@@ -193,5 +219,5 @@ def sample(model: VideoModel, prompt: str, negative_prompt: str = "", *, width: 
                              steps=steps, guidance=guidance, seed=seed, scheduler=scheduler, adapters=adapters,
                              noise_prior=noise_prior, reference=reference, inversion_steps=inversion_steps,
                              invert_with_adapters=invert_with_adapters, guidance_low_noise=guidance_low_noise,
-                             progress=progress, cancel=cancel)
+                             image=image, progress=progress, cancel=cancel)
     return model.decode_latents(latents, decode_chunk)

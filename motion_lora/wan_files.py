@@ -230,6 +230,7 @@ def load_wan_files(diffusion_model: str | Path, vae: str | Path, text: TextEmbed
     if name is not None:
         scheduler["flow_shift"] = architectures()["architectures"][name]["flow_shift"]
     known = architectures()["architectures"].get(name or "", {}).get("boundary_ratio")
+    image_to_video = bool(architectures()["architectures"].get(name or "", {}).get("image_to_video", False))
     low_noise = None
     if low_noise_model is not None:
         low_noise = load_wan_transformer(low_noise_model, dtype_t, keep_fp8, device)
@@ -246,7 +247,9 @@ def load_wan_files(diffusion_model: str | Path, vae: str | Path, text: TextEmbed
         if expert == "low":
             logger.warning("%s is Wan 2.2's low-noise expert, which refines detail; a motion LoRA belongs on the "
                            "high-noise expert, which lays out the motion", Path(diffusion_model).name)
-        backbone = Wan(sigma_range=sigmas) if placement is None else Wan(placement=placement, sigma_range=sigmas)
+        backbone = Wan(sigma_range=sigmas, image_to_video=image_to_video)
+        if placement is not None:
+            backbone = backbone.with_placement(placement)
     text = text if text is not None else TextEmbeddings()
     return VideoModel(transformer, load_wan_vae(vae, dtype_t, device), text.to(device), None, scheduler,
                       backbone, str(diffusion_model), dtype_t, low_noise, boundary if low_noise is not None else None)

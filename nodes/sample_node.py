@@ -50,12 +50,14 @@ class Sample:
             "optional": {
                 "reference": ("IMAGE", {"tooltip": "Frames for the noise prior, usually the training clip "
                                         "(the clips node's preview)."}),
+                "image": ("IMAGE", {"tooltip": "Image-to-video, Wan 2.2 TI2V-5B only: the video's first frame "
+                                    "(the first image of a batch; fitted to width x height)."}),
             },
         }
 
     def sample(self, model, prompt: str, negative_prompt: str = "", width: int = 384, height: int = 384,
                frames: int = 16, steps: int = 30, cfg: float = 12.0, seed: int = 0, scheduler: str = "ddim",
-               noise_prior: float = 0.0, inversion_steps: int = 50, fps: float = 8.0, reference=None):
+               noise_prior: float = 0.0, inversion_steps: int = 50, fps: float = 8.0, reference=None, image=None):
         from ..motion_lora.sampling import SamplingCancelled, SamplingError, sample
 
         if noise_prior > 0 and reference is None:
@@ -66,7 +68,7 @@ class Sample:
             video = sample(model.model, prompt, negative_prompt, width=width, height=height, frames=frames,
                            steps=steps, guidance=cfg, seed=seed, scheduler=scheduler, adapters=model.applied,
                            noise_prior=noise_prior, reference=reference if noise_prior > 0 else None,
-                           inversion_steps=inversion_steps,
+                           inversion_steps=inversion_steps, image=None if image is None else image[0],
                            progress=progress.update,
                            cancel=comfy.interrupted)
         except SamplingCancelled:

@@ -121,6 +121,28 @@ def test_the_sampling_bar_counts_the_noise_prior_inversion_too(tmp_path, clip_fi
     assert out.is_file() and seen[-1] == (52, 52)  # 50 inversion steps (the default) + 2
 
 
+def test_sample_animates_an_image_on_a_ti2v_model_and_says_which_models_cannot(tmp_path, capsys):
+    import dataclasses
+
+    import numpy as np
+    from PIL import Image
+
+    from motion_lora.backbones import Wan
+    from motion_lora.tiny_wan import build_tiny_wan
+
+    picture = tmp_path / "picture.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(picture)
+    common = ["--prompt", "a car", "--steps", "2", "--frames", "5", "--width", "32", "--height", "32",
+              "--image", str(picture)]
+    assert main(["sample", "--model", "tiny-wan", *common, "--output", str(tmp_path / "no.mp4")]) == 2
+    assert "does not take an image: image-to-video needs Wan 2.2 TI2V-5B" in capsys.readouterr().err
+    tiny = build_tiny_wan(seed=0)
+    folder = dataclasses.replace(tiny, backbone=Wan(image_to_video=True)).save(tmp_path / "ti2v")
+    out = tmp_path / "animated.mp4"
+    assert main(["sample", "--model", str(folder), "--dtype", "fp32", *common, "--output", str(out)]) == 0
+    assert out.is_file()
+
+
 def test_sample_refuses_an_existing_output_before_sampling(tmp_path, capsys):
     out = tmp_path / "video.mp4"
     out.write_bytes(b"precious")

@@ -532,6 +532,24 @@ def test_sample_outputs_frames_and_fps_and_noise_prior(loaded):
     assert prior.shape == (2, 64, 64, 3) and not torch.equal(prior, sample(loaded, scheduler="euler"))
 
 
+def test_sample_animates_an_image_where_the_model_takes_one(loaded):
+    """The optional image input reaches the sampler as the first frame (Wan 2.2 TI2V); other models say why not."""
+    import dataclasses
+
+    from comfyui_motiondirector_under_test.motion_lora.backbones import Wan
+    from comfyui_motiondirector_under_test.motion_lora.patched_model import PatchedModel
+    from comfyui_motiondirector_under_test.motion_lora.tiny_wan import build_tiny_wan
+
+    picture = torch.rand(1, 32, 32, 3, generator=torch.Generator().manual_seed(0))  # a ComfyUI IMAGE batch
+    with pytest.raises(ValueError, match="do not take an image: image-to-video needs Wan 2.2 TI2V-5B"):
+        sample(loaded, image=picture)
+    ti2v = PatchedModel(dataclasses.replace(build_tiny_wan(seed=0), backbone=Wan(image_to_video=True)))
+    options = dict(prompt="a car", width=32, height=32, frames=5, steps=2, cfg=1.0, scheduler="euler")
+    plain, _ = run("MotionDirectorSample", model=ti2v, **options)
+    animated, _ = run("MotionDirectorSample", model=ti2v, image=picture, **options)
+    assert animated.shape == plain.shape == (5, 32, 32, 3) and not torch.equal(animated, plain)
+
+
 # --- official checkpoints ---------------------------------------------------------------------
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -209,6 +211,60 @@ def test_sampling_default_is_unipc_and_applies_adapters(wan):
     assert torch.equal(base, sample_latents(wan, "a car", steps=2, guidance=1.0, seed=0, **SMALL))
 
 
+def _image(seed: int = 5, size: int = 32):
+    """A random RGB picture as uint8 (what a PIL image holds) and as our [H, W, 3] floats in 0..1."""
+    pixels = torch.randint(0, 256, (size, size, 3), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+    return pixels, pixels.float() / 255
+
+
+@pytest.mark.parametrize("scheduler", ["unipc", "euler"])
+def test_image_to_video_matches_wan_image_to_video_pipeline(wan, scheduler):
+    """Wan 2.2 TI2V's image-to-video (the image as the clean first latent frame, timestep 0 on its tokens) gives
+    WanImageToVideoPipeline's latents (`expand_timesteps=True`, the TI2V-5B folder's setting) for the same seed."""
+    from diffusers import WanImageToVideoPipeline
+    from PIL import Image
+
+    ti2v = dataclasses.replace(wan, backbone=Wan(image_to_video=True))
+    pipe = WanImageToVideoPipeline(tokenizer=wan.tokenizer, text_encoder=wan.text_encoder, vae=wan.vae,
+                                   transformer=wan.unet, scheduler=make_scheduler(scheduler, wan.scheduler_config,
+                                                                                  wan.backbone),
+                                   expand_timesteps=True)
+    pipe.set_progress_bar_config(disable=True)
+    pixels, image = _image()
+    # the prompts go in encoded: this pipeline's own text cleaning needs ftfy (WanPipeline's does not), and the
+    # encoding is WanPipeline's (test_sampling_matches_wan_pipeline)
+    negative, positive = wan.encode_prompt(["static", "the red car moves left"]).chunk(2)
+    want = pipe(Image.fromarray(pixels.numpy()), prompt_embeds=positive, negative_prompt_embeds=negative, height=32,
+                width=32, num_frames=5, num_inference_steps=3, guidance_scale=5.0,
+                generator=torch.Generator().manual_seed(3), output_type="latent").frames
+    got = sample_latents(ti2v, "the red car moves left", "static", steps=3, guidance=5.0, seed=3,
+                         scheduler=scheduler, image=image, **SMALL)
+    assert got.shape == want.shape == (1, 16, 2, 4, 4)
+    assert (got - want).abs().max() < 1e-5
+    first = ti2v.backbone.first_frame(ti2v.unet, ti2v.vae, image, got.shape).latent
+    assert torch.equal(got[:, :, :1], first)  # the first latent frame is the image's
+    plain = sample_latents(ti2v, "the red car moves left", "static", steps=3, guidance=5.0, seed=3,
+                           scheduler=scheduler, **SMALL)
+    assert (plain[:, :, 1:] - got[:, :, 1:]).abs().max() > 1e-3  # and the later frames follow it
+
+
+def test_image_to_video_is_refused_where_the_model_cannot_take_an_image(wan, tmp_path):
+    _, image = _image()
+    with pytest.raises(SamplingError, match="does not take an image: image-to-video needs Wan 2.2 TI2V-5B"):
+        sample_latents(wan, "a car", steps=1, image=image, **SMALL)
+    with pytest.raises(SamplingError, match=r"one RGB frame \[H, W, 3\]"):
+        sample_latents(dataclasses.replace(wan, backbone=Wan(image_to_video=True)), "a car", steps=1,
+                       image=image[..., :1], **SMALL)
+    # a picture of another size is fitted to the clip (scaled to cover it, centre-cropped)
+    _, big = _image(size=48)
+    ti2v = dataclasses.replace(wan, backbone=Wan(image_to_video=True))
+    assert sample_latents(ti2v, "a car", steps=1, image=big, **SMALL).shape == (1, 16, 2, 4, 4)
+    # a TI2V folder says so (`expand_timesteps`, as diffusers' Wan 2.2 TI2V-5B folder) and keeps it on a round trip
+    loaded = load_model(ti2v.save(tmp_path / "ti2v"), dtype="fp32")
+    assert loaded.backbone.image_to_video and not load_model(wan.save(tmp_path / "t2v"), dtype="fp32"
+                                                             ).backbone.image_to_video
+
+
 def test_sampling_refuses_what_wan_cannot_do(wan):
     with pytest.raises(SamplingError, match="unknown scheduler 'ddim' for Wan"):
         sample_latents(wan, "a car", steps=1, scheduler="ddim", **SMALL)
@@ -386,7 +442,9 @@ def test_two_expert_folder_saves_and_loads_as_wan_pipeline_lays_it_out(two_exper
     assert index["transformer_2"] == ["diffusers", "WanTransformer3DModel"] and index["boundary_ratio"] == 0.6
     loaded = load_model(folder, dtype="fp32")
     assert loaded.boundary_ratio == 0.6
+    assert loaded.backbone.sigma_range == (0.6, 1.0)  # it trains the high-noise expert, on its own sigmas
     a, b = two_experts.low_noise_unet.state_dict(), loaded.low_noise_unet.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     plain = build_tiny_wan(seed=0).save(tmp_path / "one_expert")
-    assert load_model(plain, dtype="fp32").low_noise_unet is None
+    one = load_model(plain, dtype="fp32")
+    assert one.low_noise_unet is None and one.backbone.sigma_range == (0.0, 1.0)

@@ -175,6 +175,18 @@ def test_a14b_experts_from_comfyui_files_train_high_noise_and_sample_both(wan, f
     assert load_wan_files(high, vae, dtype="fp32").backbone.sigma_range == (0.0, 1.0)
 
 
+def test_a_ti2v_file_samples_image_to_video(wan, files, tmp_path, monkeypatch):
+    """Wan 2.2 TI2V-5B's file (told by its shape, as every ComfyUI file) takes an image; a T2V file does not."""
+    import motion_lora.wan_files as wf
+
+    vae = next((files / "vae").iterdir())
+    save_wan_transformer(wan.unet, tmp_path / "wan2.2_ti2v_5B_fp16.safetensors")
+    assert not wf.load_wan_files(tmp_path / "wan2.2_ti2v_5B_fp16.safetensors", vae, dtype="fp32").backbone.image_to_video
+    monkeypatch.setattr(wf, "architecture_name", lambda config: "wan2.2_ti2v_5B")  # a real one is 5B
+    model = wf.load_wan_files(tmp_path / "wan2.2_ti2v_5B_fp16.safetensors", vae, dtype="fp32", placement="c")
+    assert model.backbone.image_to_video and model.backbone.placement == "c"
+
+
 def test_lone_a14b_expert_file_trains_on_its_own_timesteps(wan, files, tmp_path, monkeypatch, caplog):
     import motion_lora.wan_files as wf
 

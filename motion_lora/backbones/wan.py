@@ -130,6 +130,31 @@ class TextEmbeddings:
         return torch.stack(rows).to(self.device)
 
 
+class FirstFrameImage:
+    """An image held as the first latent frame while sampling: Wan 2.2 TI2V-5B's image-to-video.
+
+    As `WanImageToVideoPipeline` with `expand_timesteps`: before every step the image's latent frame replaces
+    the first latent frame, the transformer is told timestep 0 on that frame's tokens (TI2V-5B was trained to
+    read a clean first frame so, and the rest at the step's t), and the finished latents keep it.
+    """
+
+    def __init__(self, latent: torch.Tensor, shape: Sequence[int], patch_size: Sequence[int]):
+        self.latent = latent  # [1, C, 1, h, w]
+        self.mask = torch.ones(1, 1, *shape[2:], device=latent.device)  # 0 on the image's frame, 1 elsewhere
+        self.mask[:, :, 0] = 0
+        self.patch_size = tuple(patch_size)
+
+    def blend(self, latents: torch.Tensor) -> torch.Tensor:
+        mask = self.mask.to(latents.device, latents.dtype)
+        return (1 - mask) * self.latent.to(latents.device, latents.dtype) + mask * latents
+
+    def timesteps(self, t: torch.Tensor, batch: int) -> torch.Tensor:
+        """`[batch, tokens]`: 0 on the first frame's tokens, `t` on the others (one value per patch)."""
+        pt, ph, pw = self.patch_size
+        per_token = (self.mask[0, 0, ::pt, ::ph, ::pw] * torch.as_tensor(t, dtype=torch.float32)).flatten()
+        return per_token.unsqueeze(0).expand(batch, -1)
+
+
 def _block_index(path: str) -> int:
     return int(path.split(".")[1])
 
@@ -141,6 +166,8 @@ class Wan(FramesOnAxis2):
     toy-world measurement). `shift` and `sigma_range` set the training timesteps (`FlowMatchObjective`).
     `text_tokens` is the length prompts are zero-padded to: 512 for every real Wan (its pretraining padded so,
     and its cross-attention attends to the padding too); the toy-world Wan is pretrained with a short one.
+    `image_to_video` is True for a model that takes an image as its first latent frame (Wan 2.2 TI2V-5B, whose
+    diffusers folder says `expand_timesteps`; `first_frame`).
     """
 
     name = "wan"
@@ -160,7 +187,8 @@ class Wan(FramesOnAxis2):
     pipeline_class = "WanPipeline"
 
     def __init__(self, placement: str = DEFAULT_PLACEMENT, shift: float = TRAIN_SHIFT,
-                 sigma_range: tuple[float, float] = (0.0, 1.0), text_tokens: int = MAX_TEXT_TOKENS):
+                 sigma_range: tuple[float, float] = (0.0, 1.0), text_tokens: int = MAX_TEXT_TOKENS,
+                 image_to_video: bool = False):
         if placement not in PLACEMENTS:
             raise ValueError(f"Wan LoRA placement must be one of {list(PLACEMENTS)}, got {placement!r}")
         if text_tokens < 1:
@@ -169,14 +197,30 @@ class Wan(FramesOnAxis2):
         self.shift = shift
         self.sigma_range = tuple(sigma_range)
         self.text_tokens = int(text_tokens)
+        self.image_to_video = bool(image_to_video)
 
     def __repr__(self) -> str:
         extra = "" if self.text_tokens == MAX_TEXT_TOKENS else f", text_tokens={self.text_tokens}"
+        extra += ", image_to_video=True" if self.image_to_video else ""
         return f"Wan(placement={self.placement!r}, shift={self.shift}, sigma_range={self.sigma_range}{extra})"
 
     def with_placement(self, placement: str) -> "Wan":
         """This backbone with the LoRAs at `placement`, every other setting kept."""
-        return Wan(placement, self.shift, self.sigma_range, self.text_tokens)
+        return Wan(placement, self.shift, self.sigma_range, self.text_tokens, self.image_to_video)
+
+    def for_model_index(self, index: dict) -> "Wan":
+        """This backbone as a diffusers folder's `model_index.json` describes the model: Wan 2.2 A14B (a
+        `transformer_2` and its `boundary_ratio`) trains the high-noise expert on its own sigmas, as
+        `load_wan_files` does for ComfyUI's files; TI2V-5B (`expand_timesteps`) takes an image."""
+        sigma_range = self.sigma_range
+        if index.get("transformer_2") and index.get("transformer_2")[0] and index.get("boundary_ratio") is not None:
+            sigma_range = (float(index["boundary_ratio"]), 1.0)
+        return Wan(self.placement, self.shift, sigma_range, self.text_tokens,
+                   bool(index.get("expand_timesteps", False)))
+
+    def model_index_settings(self) -> dict:
+        """What `VideoModel.save` writes into `model_index.json` for `for_model_index` to read back."""
+        return {"expand_timesteps": True} if self.image_to_video else {}
 
     def matches(self, unet: nn.Module) -> bool:
         return type(unet).__name__ == self.unet_class
@@ -290,11 +334,26 @@ class Wan(FramesOnAxis2):
         pixels = vae.decode(z.to(vae.device, vae.dtype)).sample.float()[0]  # [3, F, H, W] in -1..1
         return (pixels / 2 + 0.5).clamp(0, 1).permute(1, 2, 3, 0).cpu()
 
+    @torch.no_grad()
+    def first_frame(self, unet, vae, image: torch.Tensor, shape: Sequence[int]) -> FirstFrameImage:
+        """An image `[H, W, 3]` in 0..1, at the clip's size, as the first latent frame of a clip of `shape`."""
+        if not self.image_to_video:
+            raise ValueError("this Wan model does not take an image: image-to-video needs Wan 2.2 TI2V-5B "
+                             "(wan2.2_ti2v_5B); leave the image out to sample from the prompt alone")
+        h, w = shape[3] * self.vae_scale(vae), shape[4] * self.vae_scale(vae)
+        if tuple(image.shape) != (h, w, 3):
+            raise ValueError(f"the image must be [{h}, {w}, 3] (the clip's size, RGB), got {tuple(image.shape)}")
+        latent = self._encode(vae, image.permute(2, 0, 1)[None, :, None] * 2 - 1)  # a one-frame video
+        return FirstFrameImage(latent, shape, unet.config.patch_size)
+
     # --- denoiser ---------------------------------------------------------------------------------
     def predict(self, unet, latents: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """One transformer call; `t` (one value, or one per batch item) is in 0..1000 (sigma * 1000)."""
-        t = torch.as_tensor(t, device=latents.device).reshape(-1)
-        if t.numel() == 1:
+        """One transformer call; `t` (one value, one per batch item, or `[batch, tokens]` as Wan 2.2 TI2V takes
+        it, `FirstFrameImage.timesteps`) is in 0..1000 (sigma * 1000)."""
+        t = torch.as_tensor(t, device=latents.device)
+        if t.dim() < 2:
+            t = t.reshape(-1)
+        if t.dim() == 1 and t.numel() == 1:
             t = t.expand(latents.shape[0])
         return unet(hidden_states=latents, timestep=t, encoder_hidden_states=text.to(latents.dtype),
                     return_dict=False)[0]
