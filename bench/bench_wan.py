@@ -14,13 +14,15 @@ Training configurations (each in its own process, so each peak is its own):
   ours+offload         + the checkpointed blocks' inputs kept in CPU memory until their recomputation
                        (`TrainConfig(offload_activations=True)`, `grad_checkpoint.enable(offload=True)`): the
                        candidate for 14B in 24 GB
+  ours+offload+swap    + the last --blocks-to-swap blocks' frozen weights in CPU memory, one block on the GPU at
+                       a time while it runs (`TrainConfig(blocks_to_swap=N)`, `motion_lora.block_swap`)
 
     python bench/bench_wan.py --tiny                                   # CPU check: tiny Wan, 32x32, 5 frames
     python bench/bench_wan.py --model wan2.1_t2v_1.3B --device cuda    # 832x480, 49 frames, bf16 (GPU)
-    python bench/bench_wan.py --model wan2.1_t2v_14B --device cuda --fp8 --config ours
+    python bench/bench_wan.py --model wan2.1_t2v_14B --device cuda --fp8 --config ours ours+offload ours+offload+swap
     python bench/bench_wan.py --tiny --what sampling --threads 1       # our sampler vs WanPipeline, same seed
 
-Not measured yet on a GPU (no GPU in the session that wrote this); block swapping for 14B is not implemented.
+Not measured yet on a GPU (no GPU in the sessions that wrote this).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-CONFIGS = ("diffusers+peft", "diffusers+peft+ckpt", "ours", "ours+offload")
+CONFIGS = ("diffusers+peft", "diffusers+peft+ckpt", "ours", "ours+offload", "ours+offload+swap")
 
 
 def build_transformer(args):
@@ -81,7 +83,7 @@ def shapes(args, transformer) -> tuple[tuple[int, ...], tuple[int, ...]]:
 
 def train_steps(name: str, args) -> dict:
     from motion_lora import adapters as ad
-    from motion_lora import grad_checkpoint
+    from motion_lora import block_swap, grad_checkpoint
     from motion_lora.backbones import Wan
     from motion_lora.losses import mse, temporal_loss
 
@@ -130,7 +132,12 @@ def train_steps(name: str, args) -> dict:
     times = []
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    with grad_checkpoint.checkpointed(units, offload=name == "ours+offload"):
+    args.blocks_to_swap = args.blocks_to_swap or len(transformer.blocks) // 2
+    swapped = args.blocks_to_swap if name == "ours+offload+swap" else 0
+    trained = [p for ps in params.values() for p in ps]
+    with block_swap.swapping(units, swapped, device, keep=trained) as swap, \
+            grad_checkpoint.checkpointed(units, offload=name.startswith("ours+offload"),
+                                         on_run=swap.load if swap is not None else None):
         for step in range(args.steps):
             if device.type == "cuda":
                 torch.cuda.synchronize()
@@ -157,6 +164,8 @@ def train_steps(name: str, args) -> dict:
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - start)
     out = {"config": name, "s_per_step": sorted(times[1:] or times)[len(times[1:] or times) // 2]}
+    if swapped:
+        out["blocks_swapped"] = swapped
     if device.type == "cuda":
         out["peak_gb"] = torch.cuda.max_memory_allocated() / 2**30
     else:
@@ -210,6 +219,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="training steps per configuration (the first is warm-up)")
     parser.add_argument("--rank", type=int, default=32)
     parser.add_argument("--placement", default="b", choices=["a", "b", "c"])
+    parser.add_argument("--blocks-to-swap", type=int, default=0,
+                        help="ours+offload+swap: blocks whose weights wait in CPU memory (default: half the blocks)")
     parser.add_argument("--config", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--sample-steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)

@@ -278,6 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--spatial-per-clip", dest="spatial_per_clip", action="store_true", default=None)
     t.add_argument("--gradient-checkpointing", dest="gradient_checkpointing", choices=["all", "attention", "off"],
                    help="all (default): least memory; attention: recompute only transformers, faster; off: fastest")
+    t.add_argument("--offload-activations", dest="offload_activations", action="store_true", default=None,
+                   help="with checkpointing: keep each block's input in CPU memory until its recomputation")
+    t.add_argument("--blocks-to-swap", dest="blocks_to_swap", type=int,
+                   help="with checkpointing: keep the last N blocks' frozen weights in CPU memory, one on the GPU "
+                        "at a time while it runs (Wan 14B on smaller GPUs)")
     t.add_argument("--frames", dest="num_frames", type=int)
     t.add_argument("--start", type=int)
     t.add_argument("--stride", type=int)

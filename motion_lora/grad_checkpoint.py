@@ -41,12 +41,27 @@ def _back_to(original, devices):
     return run
 
 
-def enable(modules: Iterable[nn.Module], offload: bool = False) -> None:
-    """Checkpoint the forward of every module given (idempotent); `offload`: keep their inputs on the CPU."""
+def _announced(original, module: nn.Module, on_run):
+    """`original`, calling `on_run(module)` first: every run, the recomputation in backward included."""
+    if on_run is None:
+        return original
+
+    @functools.wraps(original)
+    def run(*args, **kwargs):
+        on_run(module)
+        return original(*args, **kwargs)
+
+    return run
+
+
+def enable(modules: Iterable[nn.Module], offload: bool = False, on_run=None) -> None:
+    """Checkpoint the forward of every module given (idempotent); `offload`: keep their inputs on the CPU;
+    `on_run(module)` is called before every run of a module's forward, forward pass and recomputation alike
+    (block swapping loads the module's weights there)."""
     for module in modules:
         if getattr(module, _MARK, False):
             continue
-        original = module.forward  # the bound class method
+        original = _announced(module.forward, module, on_run)  # the bound class method (announced)
 
         @functools.wraps(original)
         def forward(*args, _original=original, **kwargs):
@@ -73,13 +88,14 @@ def disable(modules: Iterable[nn.Module]) -> None:
 
 
 @contextlib.contextmanager
-def checkpointed(modules: Iterable[nn.Module], enabled: bool = True, offload: bool = False) -> Iterator[None]:
+def checkpointed(modules: Iterable[nn.Module], enabled: bool = True, offload: bool = False,
+                 on_run=None) -> Iterator[None]:
     """Gradient checkpointing on `modules` inside the block (a no-op when not `enabled`); see `enable`.
 
     Modules that were already checkpointed before the block stay so after it.
     """
     modules = [m for m in modules if not getattr(m, _MARK, False)] if enabled else []
-    enable(modules, offload)
+    enable(modules, offload, on_run)
     try:
         yield
     finally:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import torch
 import torch.distributed as dist
 
-from . import adapters, grad_checkpoint, run_folder
+from . import adapters, block_swap, grad_checkpoint, run_folder
 from .adapters import SPATIAL, TEMPORAL, LoraAdapter
 from .losses import mse, temporal_loss
 
@@ -78,6 +78,7 @@ class TrainConfig:
     seed: int = 0
     gradient_checkpointing: bool | str = True  # True/"all": least memory; "attention": faster, more memory; False
     offload_activations: bool = False  # with checkpointing: keep the units' inputs in CPU memory (Wan 14B in 24 GB)
+    blocks_to_swap: int = 0  # with checkpointing: the last N checkpointed blocks' frozen weights wait in CPU memory
     mixed_precision: str = "no"  # "no" | "fp16" | "bf16" | "auto": autocast dtype; base weights keep their dtype
     offset_noise: float = 0.0
     validation_prompt: str = ""
@@ -120,6 +121,11 @@ class TrainConfig:
         if self.offload_activations and self.checkpoint_policy is None:
             raise ValueError("offload_activations keeps the checkpointed units' inputs on the CPU: it needs "
                              "gradient_checkpointing on")
+        if self.blocks_to_swap < 0:
+            raise ValueError(f"blocks_to_swap must be 0 or more, got {self.blocks_to_swap}")
+        if self.blocks_to_swap and self.checkpoint_policy is None:
+            raise ValueError("blocks_to_swap loads a block's weights each time it runs, which gradient checkpointing "
+                             "makes safe: it needs gradient_checkpointing on")
         if self.validation_every and self.validation_steps < 1:  # else the first preview fails mid-run
             raise ValueError(f"validation_steps must be at least 1 when previews are on, got {self.validation_steps}")
         for name in ("dropout", "spatial_mask_prob", "hflip_prob"):
@@ -366,7 +372,10 @@ def _loop(run: _Run, callbacks: TrainCallbacks) -> TrainResult:
     unet.train()  # official: the whole UNet trains, so the temporal convolutions' dropout is active too
     policy = config.checkpoint_policy
     units = run.backbone.checkpoint_units(unet, policy) if policy else []
-    with grad_checkpoint.checkpointed(units, offload=config.offload_activations):
+    trained = [p for opt in run.optimizers.values() for group in opt.param_groups for p in group["params"]]
+    with block_swap.swapping(units, config.blocks_to_swap, run.model.device, keep=trained) as swap, \
+            grad_checkpoint.checkpointed(units, offload=config.offload_activations,
+                                         on_run=swap.load if swap is not None else None):
         while run.step < config.steps:
             if _cancel_requested(callbacks, run.rank, run.world, run.model.device):
                 _cancel(run)

@@ -155,11 +155,17 @@ class WanTrain:
                                        "backward pass: far less GPU memory, about a third slower. 'on + CPU "
                                        "offload' also keeps each block's input in CPU memory until then: the "
                                        "setting for 14B on a 24 GB GPU (needs that much free RAM)."}),
+        }, "optional": {
+            "blocks_to_swap": ("INT", {"default": 0, "min": 0, "max": 64, "tooltip": "Blocks whose frozen weights "
+                               "wait in CPU memory, loaded onto the GPU one at a time while they run (as "
+                               "musubi-tuner's blocks_to_swap): 0 off; more blocks, less GPU memory and slower "
+                               "steps. At most the model's blocks minus one (1.3B: 30, 14B: 40). Needs gradient "
+                               "checkpointing on."}),
         }}
 
     def train(self, model, clips, conditioning, lora_name: str = "wan_motion", recipe: str = "single-video",
               steps: int = 300, rank: int = 32, spatial_lr: float = 5e-4, temporal_lr: float = 5e-4, seed: int = 0,
-              mixed_precision: str = "auto", gradient_checkpointing: str = "on"):
+              mixed_precision: str = "auto", gradient_checkpointing: str = "on", blocks_to_swap: int = 0):
         import torch
 
         from diffusers.pipelines.wan.pipeline_wan import prompt_clean
@@ -185,7 +191,8 @@ class WanTrain:
         config = TrainConfig.from_recipe(recipe, steps=steps, rank=rank, spatial_lr=spatial_lr,
                                          temporal_lr=temporal_lr, seed=seed, mixed_precision=mixed_precision,
                                          gradient_checkpointing=gradient_checkpointing != "off",
-                                         offload_activations=gradient_checkpointing == "on + CPU offload")
+                                         offload_activations=gradient_checkpointing == "on + CPU offload",
+                                         blocks_to_swap=blocks_to_swap)
         run_dir = lora_folder.new_run_dir(lora_name)
         progress = comfy.Progress(config.steps)
         callbacks = TrainCallbacks(on_step=lambda info: progress.update(info.step, info.total),

@@ -65,6 +65,31 @@ def test_train_refuses_an_existing_run_folder(tmp_path, clip_file, capsys):
     assert (run / "motion.safetensors").read_bytes() == b"precious"
 
 
+def test_train_takes_the_memory_settings_for_big_wan_models(tmp_path, clip_file, capsys, monkeypatch):
+    """--blocks-to-swap and --offload-activations reach the trainer (recorded in the run's settings), and
+    swapping without checkpointing is refused before training."""
+    from motion_lora import training
+
+    seen = []
+    original = training.train
+
+    def spy(model, clips, config, **kwargs):
+        seen.append(config)
+        return original(model, clips, config, **kwargs)
+
+    monkeypatch.setattr(training, "train", spy)
+    run = tmp_path / "run"
+    assert main(["train", "--model", "tiny-wan", "--data", str(clip_file), "--prompt", "a square moves",
+                 "--output", str(run), "--steps", "1", "--rank", "2", "--blocks-to-swap", "1",
+                 "--offload-activations", "--frames", "5", "--width", "32", "--height", "32"]) == 0
+    assert (seen[-1].blocks_to_swap, seen[-1].offload_activations) == (1, True)
+    assert (run / "motion.safetensors").is_file()
+    assert main(["train", "--model", "tiny-wan", "--data", str(clip_file), "--output", str(tmp_path / "r2"),
+                 "--steps", "1", "--blocks-to-swap", "1", "--gradient-checkpointing", "off", "--frames", "5",
+                 "--width", "32", "--height", "32"]) == 2
+    assert "needs gradient_checkpointing on" in capsys.readouterr().err
+
+
 def test_sample_refuses_a_spatial_lora_as_motion(tmp_path, clip_file):
     run = tmp_path / "run"
     assert main(["train", "--model", "tiny", "--data", str(clip_file), "--output", str(run), "--steps", "1",

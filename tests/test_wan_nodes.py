@@ -70,7 +70,10 @@ def test_load_lists_comfyuis_wan_files_and_train_saves_for_core_loader(models):
     args = dict(lora_name="wan_test", steps=2, rank=2, mixed_precision="no", gradient_checkpointing="off")
     with torch.inference_mode():  # as ComfyUI runs nodes
         motion_name, look_name, motion, look, curve = train.train(model, [clip], conditioning, **args)
-        again = train.train(model, [clip], conditioning, **{**args, "gradient_checkpointing": "on + CPU offload"})
+        again = train.train(model, [clip], conditioning, **{**args, "gradient_checkpointing": "on + CPU offload",
+                                                              "blocks_to_swap": 1})
+        with pytest.raises(ValueError, match="needs gradient_checkpointing on"):
+            train.train(model, [clip], conditioning, **{**args, "lora_name": "refused", "blocks_to_swap": 1})
 
     assert motion_name == "motion_director/wan_test_motion.safetensors"
     assert look_name == "motion_director/wan_test_appearance.safetensors"
@@ -86,6 +89,8 @@ def test_load_lists_comfyuis_wan_files_and_train_saves_for_core_loader(models):
     assert (models / "motion_director" / "wan_test").is_dir()  # the run folder (checkpoints, history)
     settings = json.loads((models / "motion_director" / "wan_test_2" / "config.json").read_text())
     assert settings["gradient_checkpointing"] is True and settings["offload_activations"] is True
+    assert settings["blocks_to_swap"] == 1
+    assert NODES["MotionDirectorWanTrain"].INPUT_TYPES()["optional"]["blocks_to_swap"][1]["default"] == 0
 
 
 def test_train_refuses_what_is_not_one_prompts_conditioning(models):
