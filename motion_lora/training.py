@@ -287,6 +287,11 @@ def train(model: "VideoModel", clips: Sequence["Clip"], config: TrainConfig, run
     config = replace(config, mixed_precision=resolve_precision(config.mixed_precision, model))
     clips, appearance = list(clips), list(appearance or [])
     _check_clips(clips, appearance, config)
+    if config.blocks_to_swap:  # before any file is written: a count the model cannot take
+        units = len(model.backbone.checkpoint_units(model.unet, config.checkpoint_policy))
+        if config.blocks_to_swap >= units:
+            raise ValueError(f"blocks_to_swap {config.blocks_to_swap} is too many: this model has {units} blocks "
+                             f"and at least one stays on the GPU; use at most {units - 1}")
     callbacks = callbacks or TrainCallbacks()
     rank, world = _distributed_setup(model.device)
     if run_dir is not None:

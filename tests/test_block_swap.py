@@ -129,3 +129,14 @@ def test_training_with_swapped_blocks_trains_the_same_loras(monkeypatch):
         assert a.tensors.keys() == b.tensors.keys()
         assert all(torch.equal(a.tensors[k], b.tensors[k]) for k in a.tensors)
     assert not any(torch.isnan(p).any() for p in model.unet.parameters())  # every block back after training
+
+
+def test_too_many_blocks_is_refused_before_anything_is_written(tmp_path):
+    from motion_lora.data import clip_from_frames
+
+    clip = clip_from_frames(synthetic_clip(frames=5, height=32, width=32), prompt="a car turns", num_frames=5,
+                            width=32, height=32)
+    config = TrainConfig.from_recipe("single-video", steps=1, blocks_to_swap=3)
+    with pytest.raises(ValueError, match="blocks_to_swap 3 is too many: this model has 3 blocks.*at most 2"):
+        train(_three_block_wan(), [clip], config, run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
