@@ -151,7 +151,8 @@ class FirstFrameImage:
     def timesteps(self, t: torch.Tensor, batch: int) -> torch.Tensor:
         """`[batch, tokens]`: 0 on the first frame's tokens, `t` on the others (one value per patch)."""
         pt, ph, pw = self.patch_size
-        per_token = (self.mask[0, 0, ::pt, ::ph, ::pw] * torch.as_tensor(t, dtype=torch.float32)).flatten()
+        t = torch.as_tensor(t, dtype=torch.float32, device=self.mask.device)
+        per_token = (self.mask[0, 0, ::pt, ::ph, ::pw] * t).flatten()
         return per_token.unsqueeze(0).expand(batch, -1)
 
 
