@@ -140,3 +140,21 @@ def test_too_many_blocks_is_refused_before_anything_is_written(tmp_path):
     with pytest.raises(ValueError, match="blocks_to_swap 3 is too many: this model has 3 blocks.*at most 2"):
         train(_three_block_wan(), [clip], config, run_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_swapping_works_on_any_backbones_checkpoint_units(monkeypatch):
+    """The units are the backbone's checkpoint units: on the UNet3D (ZeroScope) too, whose spatial path skips
+    its temporal layers, swapping all but one trains the same LoRAs."""
+    from motion_lora.data import clip_from_frames
+    from motion_lora.tiny import build_tiny_model
+
+    clip = clip_from_frames(synthetic_clip(frames=4, height=64, width=64), prompt="a car turns", num_frames=4,
+                            width=64, height=64)
+    settings = dict(steps=2, checkpoint_every=0, rank=2, seed=0)
+    plain = train(build_tiny_model(seed=0), [clip], TrainConfig.from_recipe("single-video", **settings))
+    model = build_tiny_model(seed=0)
+    units = len(model.backbone.checkpoint_units(model.unet, "all"))
+    monkeypatch.setattr(block_swap, "BlockSwap", Poisoned)
+    swapped = train(model, [clip], TrainConfig.from_recipe("single-video", blocks_to_swap=units - 1, **settings))
+    for a, b in ((plain.temporal, swapped.temporal), (plain.spatial[0], swapped.spatial[0])):
+        assert all(torch.equal(a.tensors[k], b.tensors[k]) for k in a.tensors)
