@@ -83,7 +83,7 @@ def shapes(args, transformer) -> tuple[tuple[int, ...], tuple[int, ...]]:
 
 def train_steps(name: str, args) -> dict:
     from motion_lora import adapters as ad
-    from motion_lora import block_swap, grad_checkpoint
+    from motion_lora import block_swap
     from motion_lora.backbones import Wan
     from motion_lora.losses import mse, temporal_loss
 
@@ -135,9 +135,8 @@ def train_steps(name: str, args) -> dict:
     args.blocks_to_swap = args.blocks_to_swap or len(transformer.blocks) // 2
     swapped = args.blocks_to_swap if name == "ours+offload+swap" else 0
     trained = [p for ps in params.values() for p in ps]
-    with block_swap.swapping(units, swapped, device, keep=trained) as swap, \
-            grad_checkpoint.checkpointed(units, offload=name.startswith("ours+offload"),
-                                         on_run=swap.load if swap is not None else None):
+    with block_swap.checkpointed(units, offload=name.startswith("ours+offload"), blocks_to_swap=swapped,
+                                 device=device, keep=trained):
         for step in range(args.steps):
             if device.type == "cuda":
                 torch.cuda.synchronize()

@@ -1,7 +1,7 @@
 """Block swapping: the frozen weights of some transformer blocks stay in CPU memory and come to the GPU only while
 their block runs, as musubi-tuner's `--blocks_to_swap` does. The lever for Wan 14B on cards under 24 GB.
 
-It rides on gradient checkpointing (`grad_checkpoint.checkpointed(..., on_run=swap.load)`): every run of a
+It rides on gradient checkpointing (`checkpointed` here wires the two): every run of a
 checkpointed block, the forward pass and its recomputation in backward alike, first calls `load(block)`, which
 copies that block's frozen weights to the GPU and sends the previously loaded swapped block's back (to its
 pinned CPU copy; nothing is copied back, frozen weights do not change). This order is safe because
@@ -22,6 +22,17 @@ from typing import Iterable, Iterator, Sequence
 import torch
 from torch import nn
 
+from . import grad_checkpoint
+
+
+def check_count(count: int, blocks: int) -> None:
+    """A ValueError naming the fix unless `count` of `blocks` blocks can be swapped (one stays on the GPU)."""
+    if count < 0:
+        raise ValueError(f"blocks_to_swap must be 0 or more, got {count}")
+    if count >= blocks:
+        raise ValueError(f"blocks_to_swap {count} is too many: this model has {blocks} blocks and at least one "
+                         f"stays on the GPU; use at most {blocks - 1}")
+
 
 class BlockSwap:
     """Keeps the frozen tensors of `blocks[-count:]` in CPU memory, loading one block's onto `device` at a time.
@@ -33,9 +44,7 @@ class BlockSwap:
     def __init__(self, blocks: Sequence[nn.Module], count: int, device: torch.device | str,
                  keep: Iterable[torch.Tensor] = ()):
         blocks = list(blocks)
-        if not 0 <= count < len(blocks):
-            raise ValueError(f"blocks_to_swap must be between 0 and {len(blocks) - 1} (the model has {len(blocks)} "
-                             f"blocks and at least one stays on the GPU), got {count}")
+        check_count(count, len(blocks))
         self.device = torch.device(device)
         self.swapped = blocks[len(blocks) - count:] if count else []
         self._index = {id(b): i for i, b in enumerate(self.swapped)}
@@ -90,6 +99,16 @@ class BlockSwap:
             for t, home in entries:
                 t.data = home.to(self.device)
         self._home = [[] for _ in self.swapped]
+
+
+@contextlib.contextmanager
+def checkpointed(units: Sequence[nn.Module], *, offload: bool = False, blocks_to_swap: int = 0,
+                 device: torch.device | str = "cpu", keep: Iterable[torch.Tensor] = ()) -> Iterator[BlockSwap | None]:
+    """Gradient checkpointing on `units` (`grad_checkpoint.checkpointed`), the last `blocks_to_swap` of them
+    swapped: the training step's memory settings in one place (the trainer's and the benchmark's)."""
+    with swapping(units, blocks_to_swap, device, keep) as swap, \
+            grad_checkpoint.checkpointed(units, offload=offload, on_run=swap.load if swap is not None else None):
+        yield swap
 
 
 @contextlib.contextmanager

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import torch
 import torch.distributed as dist
 
-from . import adapters, block_swap, grad_checkpoint, run_folder
+from . import adapters, block_swap, run_folder
 from .adapters import SPATIAL, TEMPORAL, LoraAdapter
 from .losses import mse, temporal_loss
 
@@ -288,10 +288,8 @@ def train(model: "VideoModel", clips: Sequence["Clip"], config: TrainConfig, run
     clips, appearance = list(clips), list(appearance or [])
     _check_clips(clips, appearance, config)
     if config.blocks_to_swap:  # before any file is written: a count the model cannot take
-        units = len(model.backbone.checkpoint_units(model.unet, config.checkpoint_policy))
-        if config.blocks_to_swap >= units:
-            raise ValueError(f"blocks_to_swap {config.blocks_to_swap} is too many: this model has {units} blocks "
-                             f"and at least one stays on the GPU; use at most {units - 1}")
+        block_swap.check_count(config.blocks_to_swap,
+                               len(model.backbone.checkpoint_units(model.unet, config.checkpoint_policy)))
     callbacks = callbacks or TrainCallbacks()
     rank, world = _distributed_setup(model.device)
     if run_dir is not None:
@@ -378,9 +376,8 @@ def _loop(run: _Run, callbacks: TrainCallbacks) -> TrainResult:
     policy = config.checkpoint_policy
     units = run.backbone.checkpoint_units(unet, policy) if policy else []
     trained = [p for opt in run.optimizers.values() for group in opt.param_groups for p in group["params"]]
-    with block_swap.swapping(units, config.blocks_to_swap, run.model.device, keep=trained) as swap, \
-            grad_checkpoint.checkpointed(units, offload=config.offload_activations,
-                                         on_run=swap.load if swap is not None else None):
+    with block_swap.checkpointed(units, offload=config.offload_activations, blocks_to_swap=config.blocks_to_swap,
+                                 device=run.model.device, keep=trained):
         while run.step < config.steps:
             if _cancel_requested(callbacks, run.rank, run.world, run.model.device):
                 _cancel(run)

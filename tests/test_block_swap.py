@@ -104,7 +104,7 @@ def test_the_lora_weights_never_move(wan_with_lora):
 
 def test_block_counts_and_checkpointing_are_checked(wan_with_lora):
     blocks = list(wan_with_lora.unet.blocks)
-    with pytest.raises(ValueError, match="blocks_to_swap must be between 0 and 2"):
+    with pytest.raises(ValueError, match="blocks_to_swap 3 is too many: this model has 3 blocks"):
         block_swap.BlockSwap(blocks, len(blocks), "cpu")
     with pytest.raises(ValueError, match="needs gradient_checkpointing on"):
         TrainConfig(blocks_to_swap=1, gradient_checkpointing=False).check()
