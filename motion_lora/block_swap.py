@@ -11,7 +11,8 @@ checkpointing the forward pass's saved tensors would still need the weights, so 
 
 Trainable tensors (the LoRAs) never move, so the optimizer's state stays where it is. One swapped block is on
 the GPU at a time: the peak holds the unswapped blocks, one swapped block and the step's activations. Each
-swapped block crosses the bus twice a step (forward, recomputation); on a CPU-only machine it is a no-op.
+swapped block crosses the bus twice per forward and backward (the forward pass, the recomputation), and a
+MotionDirector step runs two (the spatial path, the temporal path); on a CPU-only machine it is a no-op.
 """
 
 from __future__ import annotations
