@@ -34,7 +34,8 @@ PLACEMENTS: dict[str, dict[str, tuple[str, ...]]] = {
     "c": {"spatial": tuple(f"attn1.{n}" for n in ATTN) + FFN, "temporal": ("attn1.to_q", "attn1.to_k")},
 }
 # PROVISIONAL: "b". The toy-world comparison (bench/bench_wan_placement.py, README) found no winner yet: on the
-# (fixed) toy Wan no placement learns a held-out motion; "c" leaked most, "a" and "b" alike (issue 11).
+# toy Wan no placement learns a held-out motion, alone or on top of the noise prior, and leakage is alike
+# (4 motions x 6 seeds, bench/wan_placement_toy_text16_prior.json); the toy does not use its motion words.
 DEFAULT_PLACEMENT = "b"
 
 MAX_TEXT_TOKENS = 512  # WanPipeline's max_sequence_length
