@@ -11,6 +11,7 @@ import torch
 
 from motion_lora import adapters as ad
 from motion_lora import block_swap, grad_checkpoint
+from motion_lora.data import clip_from_frames
 from motion_lora.tiny_wan import build_tiny_wan
 from motion_lora.training import TrainConfig, train
 from conftest import synthetic_clip
@@ -29,6 +30,11 @@ class Poisoned(block_swap.BlockSwap):
         loaded = sum(not torch.isnan(next(p for p in b.parameters() if not p.requires_grad)).any()
                      for b in self.swapped)
         Poisoned.most_loaded = max(Poisoned.most_loaded, int(loaded))
+
+
+def _clip(frames: int = 5, size: int = 32):
+    return clip_from_frames(synthetic_clip(frames=frames, height=size, width=size), prompt="a car turns",
+                            num_frames=frames, width=size, height=size)
 
 
 def _three_block_wan():
@@ -116,10 +122,7 @@ def test_block_counts_and_checkpointing_are_checked(wan_with_lora):
 
 def test_training_with_swapped_blocks_trains_the_same_loras(monkeypatch):
     """Through train(): with the swapped block poisoned while away, the LoRAs equal those of a run without."""
-    from motion_lora.data import clip_from_frames
-
-    clip = clip_from_frames(synthetic_clip(frames=5, height=32, width=32), prompt="a car turns", num_frames=5,
-                            width=32, height=32)
+    clip = _clip()
     settings = dict(steps=2, checkpoint_every=0, rank=2, seed=0, spatial_lr=1e-3, temporal_lr=1e-3)
     plain = train(_three_block_wan(), [clip], TrainConfig.from_recipe("single-video", **settings))
     monkeypatch.setattr(block_swap, "BlockSwap", Poisoned)
@@ -132,10 +135,7 @@ def test_training_with_swapped_blocks_trains_the_same_loras(monkeypatch):
 
 
 def test_too_many_blocks_is_refused_before_anything_is_written(tmp_path):
-    from motion_lora.data import clip_from_frames
-
-    clip = clip_from_frames(synthetic_clip(frames=5, height=32, width=32), prompt="a car turns", num_frames=5,
-                            width=32, height=32)
+    clip = _clip()
     config = TrainConfig.from_recipe("single-video", steps=1, blocks_to_swap=3)
     with pytest.raises(ValueError, match="blocks_to_swap 3 is too many: this model has 3 blocks.*at most 2"):
         train(_three_block_wan(), [clip], config, run_dir=tmp_path / "run")
@@ -145,11 +145,9 @@ def test_too_many_blocks_is_refused_before_anything_is_written(tmp_path):
 def test_swapping_works_on_any_backbones_checkpoint_units(monkeypatch):
     """The units are the backbone's checkpoint units: on the UNet3D (ZeroScope) too, whose spatial path skips
     its temporal layers, swapping all but one trains the same LoRAs."""
-    from motion_lora.data import clip_from_frames
     from motion_lora.tiny import build_tiny_model
 
-    clip = clip_from_frames(synthetic_clip(frames=4, height=64, width=64), prompt="a car turns", num_frames=4,
-                            width=64, height=64)
+    clip = _clip(frames=4, size=64)
     settings = dict(steps=2, checkpoint_every=0, rank=2, seed=0)
     plain = train(build_tiny_model(seed=0), [clip], TrainConfig.from_recipe("single-video", **settings))
     model = build_tiny_model(seed=0)
