@@ -229,8 +229,8 @@ def load_wan_files(diffusion_model: str | Path, vae: str | Path, text: TextEmbed
     scheduler = dict(SCHEDULER_CONFIG)
     if name is not None:
         scheduler["flow_shift"] = architectures()["architectures"][name]["flow_shift"]
-    known = architectures()["architectures"].get(name or "", {}).get("boundary_ratio")
-    image_to_video = bool(architectures()["architectures"].get(name or "", {}).get("image_to_video", False))
+    shipped = architectures()["architectures"].get(name or "", {})
+    known, image_to_video = shipped.get("boundary_ratio"), bool(shipped.get("image_to_video", False))
     low_noise = None
     if low_noise_model is not None:
         low_noise = load_wan_transformer(low_noise_model, dtype_t, keep_fp8, device)
