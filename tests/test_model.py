@@ -25,10 +25,22 @@ def _unet_output(model, seed: int = 0) -> torch.Tensor:
         return model.backbone.predict(model.unet, latents.to(model.dtype), torch.tensor([500]), text).float()
 
 
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    want, got = a.state_dict(), b.state_dict()
+    return want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+
+
+def _assert_same_output(a: torch.Tensor, b: torch.Tensor) -> None:
+    # Two separately built (or loaded) modules may take other CPU kernels (alignment, AVX-512 paths): their
+    # outputs agree to float rounding, not bit for bit. Weights are compared exactly elsewhere.
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_tiny_model_is_deterministic_per_seed():
     a, b, c = build_tiny_model(seed=0), build_tiny_model(seed=0), build_tiny_model(seed=1)
-    assert torch.equal(_unet_output(a), _unet_output(b))
-    assert not torch.equal(_unet_output(a), _unet_output(c))
+    assert _same_weights(a.unet, b.unet) and not _same_weights(a.unet, c.unet)
+    _assert_same_output(_unet_output(a), _unet_output(b))
+    assert (_unet_output(a) - _unet_output(c)).abs().max() > 1e-3
 
 
 def test_tiny_model_has_the_real_architecture(tiny_model):
@@ -49,7 +61,8 @@ def test_save_and_load_round_trip(tiny_model, tiny_model_dir):
     assert (tiny_model_dir / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     assert not list(tiny_model_dir.rglob("*.bin"))
     loaded = load_model(tiny_model_dir, dtype="fp32")
-    assert torch.equal(_unet_output(loaded), _unet_output(tiny_model))
+    assert _same_weights(loaded.unet, tiny_model.unet)
+    _assert_same_output(_unet_output(loaded), _unet_output(tiny_model))
     assert loaded.fingerprint == tiny_model.fingerprint
     assert loaded.source == str(tiny_model_dir)
     assert is_video_model_folder(tiny_model_dir)

